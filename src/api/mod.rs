@@ -1,0 +1,283 @@
+//! The control API: loopback HTTP + JSON, the way the `porchlight` CLI talks to the daemon
+//! (sled allows one process per database, so the CLI cannot open the store itself).
+//!
+//! Every request must carry `Authorization: Bearer <token>`, where the token is the content of
+//! `{data_dir}/api.token` (mode 0600, fresh at every daemon start): being able to read that
+//! file is what makes a local user the box's administrator. Routes are listed in
+//! `docs/api.md`. Errors are JSON `{"error": {"code": "...", "message": "..."}}`, mapped to
+//! HTTP status in one place ([`ApiError`]).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::{DaemonState, Shutdown};
+use crate::export::{ExportError, ExportPlan};
+use crate::ingest::health::CameraStatus;
+use crate::store::Usage;
+
+/// An API failure, mapped to an HTTP status in [`IntoResponse`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or wrong token.
+    #[error("missing or wrong API token (see {{data_dir}}/api.token)")]
+    Unauthorized,
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but there is nothing to give (e.g. no video in range).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed inside the daemon.
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+/// The JSON error body.
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+/// What went wrong.
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::UnknownCamera(_) => ApiError::NotFound(e.to_string()),
+            ExportError::BadRange(_) => ApiError::BadRequest(e.to_string()),
+            ExportError::NothingInRange { .. } => ApiError::Unavailable(e.to_string()),
+            ExportError::Store(_) | ExportError::Media(_) | ExportError::Io(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+type AppState = Arc<DaemonState>;
+
+/// The router (exposed for tests).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/cameras", get(cameras))
+        .route("/api/v1/export/plan", get(export_plan))
+        .route("/api/v1/export", get(export))
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), state.api_token.as_bytes()) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /api/v1/status`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct StatusResponse {
+    /// Daemon version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Paired with a city center (always false until pairing exists).
+    pub paired: bool,
+    /// One line per camera.
+    pub cameras: Vec<CameraSummary>,
+    /// Store use.
+    pub storage: Usage,
+}
+
+/// A camera in the status summary.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CameraSummary {
+    /// Id.
+    pub id: String,
+    /// State word (`connecting`, `streaming`, `failed`, `stopped`).
+    pub state: String,
+    /// Last failure, in plain words.
+    pub last_error: Option<String>,
+}
+
+async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
+    let store = state.store.clone();
+    let usage = tokio::task::spawn_blocking(move || store.usage())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cameras = state
+        .cameras
+        .iter()
+        .map(|c| {
+            let s = c.health.snapshot();
+            CameraSummary {
+                id: s.id,
+                state: serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                last_error: s.last_error,
+            }
+        })
+        .collect();
+    Ok(Json(StatusResponse {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_s: state.started.elapsed().as_secs(),
+        paired: false,
+        cameras,
+        storage: usage,
+    }))
+}
+
+/// One camera in `GET /api/v1/cameras`: health plus what is buffered.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CameraInfo {
+    /// Health snapshot.
+    #[serde(flatten)]
+    pub status: serde_json::Value,
+    /// What `record` says goes to disk.
+    pub record: crate::config::Record,
+    /// Oldest buffered time (UTC ms).
+    pub buffered_from_ms: Option<i64>,
+    /// Newest buffered time (UTC ms).
+    pub buffered_to_ms: Option<i64>,
+    /// Bytes buffered for this camera.
+    pub buffered_bytes: u64,
+}
+
+async fn cameras(State(state): State<AppState>) -> Result<Json<Vec<CameraInfo>>, ApiError> {
+    let store = state.store.clone();
+    let usage = tokio::task::spawn_blocking(move || store.usage())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let out = state
+        .cameras
+        .iter()
+        .map(|c| {
+            let status: CameraStatus = c.health.snapshot();
+            let span = usage.cameras.get(&c.spec.id);
+            CameraInfo {
+                status: serde_json::to_value(status).unwrap_or_default(),
+                record: c.spec.record,
+                buffered_from_ms: span.map(|s| s.first_ms),
+                buffered_to_ms: span.map(|s| s.last_ms),
+                buffered_bytes: span.map_or(0, |s| s.bytes),
+            }
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+/// Query of the export routes.
+#[derive(Deserialize, Debug)]
+pub struct ExportQuery {
+    /// Camera id.
+    pub camera: String,
+    /// Start, RFC 3339 or UTC milliseconds.
+    pub from: String,
+    /// End, RFC 3339 or UTC milliseconds.
+    pub to: String,
+}
+
+fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| ApiError::BadRequest(format!("{what} {s:?} is not an RFC 3339 time: {e}")))
+}
+
+fn plan_for(state: &DaemonState, q: &ExportQuery) -> Result<ExportPlan, ApiError> {
+    if state.camera(&q.camera).is_none() {
+        return Err(ExportError::UnknownCamera(q.camera.clone()).into());
+    }
+    let from = parse_time("from", &q.from)?;
+    let to = parse_time("to", &q.to)?;
+    Ok(crate::export::plan(&state.store, &q.camera, from, to)?)
+}
+
+async fn export_plan(
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Json<ExportPlan>, ApiError> {
+    let st = state.clone();
+    let plan = tokio::task::spawn_blocking(move || plan_for(&st, &q))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(plan))
+}
+
+async fn export(
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let st = state.clone();
+    let plan = tokio::task::spawn_blocking(move || plan_for(&st, &q))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let body = crate::export::stream(state.store.clone(), plan).await?;
+    Ok(([(header::CONTENT_TYPE, "video/mp4")], body).into_response())
+}

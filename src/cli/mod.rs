@@ -1,0 +1,77 @@
+//! The `porchlight` command line: one file per subcommand, each with its `Args` and `run`.
+//!
+//! `run` starts the daemon; every other subcommand is a client of the running daemon's control
+//! API ([`client`]), found through the same `--config FILE` the daemon was started with.
+
+pub mod cameras;
+pub mod client;
+pub mod export;
+pub mod run;
+pub mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Porchlight: the edge gateway for residents' cameras.
+#[derive(Parser, Debug)]
+#[command(name = "porchlight", version, about)]
+pub struct Cli {
+    /// Configuration file (the same one the daemon runs with). Without it, embedded defaults.
+    #[arg(long, short, global = true, env = "PORCHLIGHT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway daemon.
+    Run(run::Args),
+    /// Summary: cameras, storage use against the quota, oldest buffered time.
+    Status(status::Args),
+    /// Each camera's state, codec, resolution, rates and buffered span.
+    Cameras(cameras::Args),
+    /// Write a time range of one camera to an MP4 file.
+    Export(export::Args),
+}
+
+/// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
+/// typed [`crate::config::Secret`] and print as `<redacted>`).
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Run(args) => run::run(config, args),
+        Command::Status(args) => status::run(config, args),
+        Command::Cameras(args) => cameras::run(config, args),
+        Command::Export(args) => export::run(config, args),
+    }
+}
+
+/// Formats UTC milliseconds as RFC 3339 (seconds precision), or `-`.
+pub fn fmt_ms(ms: Option<i64>) -> String {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}

@@ -1,0 +1,677 @@
+//! Configuration: a TOML file, every key documented in `config/porchlight.example.toml`.
+//!
+//! Loading has two steps. serde reads the file into [`Config`] (unknown keys are errors, every
+//! key has a default so an empty file — or no file — is a working configuration). Then
+//! [`Config::validate`] checks the whole thing in one pass and returns **all** problems, so a
+//! resident fixing a config sees every mistake at once, and produces a [`Validated`]
+//! configuration with camera URLs parsed and passwords read from their files.
+//!
+//! Secrets: camera passwords live in [`Secret`], whose `Debug` and `Display` print
+//! `<redacted>`. A camera URL must not carry credentials (`rtsp://user:pass@host/…` is rejected):
+//! URLs are shown in the CLI and logs, passwords never are.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::units::{ByteSize, Dur};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the store (segment files, sled index) and the API token live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The local control API used by the `porchlight` CLI.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Segment store: quota and retention.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// RTSP ingest tuning shared by all cameras.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// The resident's cameras.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[api]`: the daemon's local control API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the control API. Loopback by default; it requires the token in
+    /// `{data_dir}/api.token` on every request.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[store]`: how much video is kept.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Upper bound on the bytes of segment files; the oldest segments are evicted first.
+    #[serde(default = "default_quota")]
+    pub quota: ByteSize,
+    /// Segments older than this are deleted even when the quota is not reached.
+    #[serde(default = "default_retention")]
+    pub retention: Dur,
+    /// Memory sled may use for its page cache (its own default is 1 GiB).
+    #[serde(default = "default_cache_capacity")]
+    pub index_cache: ByteSize,
+}
+
+/// `[ingest]`: RTSP session behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// With no frame for this long the session is dropped and reconnected.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+    /// Time allowed for connect + DESCRIBE + SETUP + PLAY.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// First reconnect delay; doubles on each failure.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: Dur,
+    /// Cap on the reconnect delay (a random jitter of up to 25 % is added).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+}
+
+/// What goes to disk for a camera.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Record {
+    /// Record the main stream.
+    #[default]
+    Main,
+    /// Record the substream (`substream_url`), which is kinder to the SD card.
+    Sub,
+    /// Record nothing; the camera is still watched and its live feed available.
+    Off,
+}
+
+/// RTP transport to the camera.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RTP interleaved on the RTSP TCP connection (works through NAT and firewalls).
+    #[default]
+    Tcp,
+    /// RTP over UDP (less latency, loses packets on busy Wi-Fi).
+    Udp,
+}
+
+/// `[[cameras]]`: one camera.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Stable id, `[A-Za-z0-9_-]{1,32}`; used in the CLI, file names and (later) requests.
+    pub id: String,
+    /// Name shown to the resident; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Main stream, `rtsp://host[:port]/path` (or `rtsps://`), without credentials.
+    pub url: String,
+    /// Optional lower-bitrate substream, same form as `url`.
+    #[serde(default)]
+    pub substream_url: Option<String>,
+    /// RTSP user name (digest or basic auth, as the camera asks).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// RTSP password. Prefer `password_file`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File holding the RTSP password (trailing newline ignored); should be mode 0600.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Which stream is recorded: `main`, `sub` or `off`.
+    #[serde(default)]
+    pub record: Record,
+    /// Ingest and store the camera's AAC audio track, if it has one.
+    #[serde(default)]
+    pub audio: bool,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// A secret string (camera password) that never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for handing to the RTSP client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's description, with line and column.
+        message: String,
+    },
+    /// The values are inconsistent; every problem is listed.
+    #[error("config has {} problem(s):\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Credentials for one camera, ready for the RTSP client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+/// A camera after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CameraSpec {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Main stream URL (no credentials in it).
+    pub url: Url,
+    /// Substream URL.
+    pub substream_url: Option<Url>,
+    /// Credentials, when the camera needs them.
+    pub credentials: Option<Credentials>,
+    /// What is recorded.
+    pub record: Record,
+    /// Whether audio is ingested.
+    pub audio: bool,
+    /// RTP transport.
+    pub transport: Transport,
+}
+
+impl CameraSpec {
+    /// The URL that is ingested: the substream when `record = "sub"`, else the main stream.
+    pub fn ingest_url(&self) -> &Url {
+        match (self.record, &self.substream_url) {
+            (Record::Sub, Some(sub)) => sub,
+            _ => &self.url,
+        }
+    }
+}
+
+/// A configuration that passed validation.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Control API address.
+    pub api_listen: SocketAddr,
+    /// Store quota in bytes.
+    pub quota_bytes: u64,
+    /// Store retention.
+    pub retention: Duration,
+    /// sled page cache bytes.
+    pub index_cache_bytes: u64,
+    /// Ingest tuning.
+    pub ingest: IngestConfig,
+    /// Cameras.
+    pub cameras: Vec<CameraSpec>,
+}
+
+fn default_data_dir() -> PathBuf {
+    // systemd's StateDirectory= sets STATE_DIRECTORY; elsewhere a folder next to the user.
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("porchlight-data"))
+}
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7878))
+}
+fn default_quota() -> ByteSize {
+    ByteSize(4 << 30)
+}
+fn default_retention() -> Dur {
+    Dur(Duration::from_secs(7 * 86_400))
+}
+fn default_cache_capacity() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_read_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+fn default_backoff_initial() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_backoff_max() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api_listen(),
+        }
+    }
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            quota: default_quota(),
+            retention: default_retention(),
+            index_cache: default_cache_capacity(),
+        }
+    }
+}
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            read_timeout: default_read_timeout(),
+            connect_timeout: default_connect_timeout(),
+            backoff_initial: default_backoff_initial(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            api: ApiConfig::default(),
+            store: StoreConfig::default(),
+            ingest: IngestConfig::default(),
+            cameras: Vec::new(),
+        }
+    }
+}
+
+/// Whether `id` is a valid camera id.
+pub fn valid_camera_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A URL with any user info removed, for messages.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        // Unparseable: keep only what comes after an '@' so a password cannot leak.
+        Err(_) => match raw.rfind('@') {
+            Some(at) => format!("<credentials removed>@{}", &raw[at + 1..]),
+            None => raw.to_owned(),
+        },
+    }
+}
+
+impl Config {
+    /// Reads and parses a config file (no validation yet).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Loads `path` if given, else the embedded defaults.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Checks everything and returns all problems at once.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let mut problems = Vec::new();
+        if self.store.quota.0 < (16 << 20) {
+            problems.push(format!(
+                "store.quota {} is too small: at least 16 MiB is needed to hold a few segments",
+                self.store.quota
+            ));
+        }
+        if let Some(total) = filesystem_size(&self.data_dir) {
+            if self.store.quota.0 > total {
+                problems.push(format!(
+                    "store.quota {} is larger than the disk holding {} ({})",
+                    self.store.quota,
+                    self.data_dir.display(),
+                    ByteSize(total)
+                ));
+            }
+        }
+        if self.store.retention.0 < Duration::from_secs(60) {
+            problems.push(format!(
+                "store.retention {} is too short: at least 1m",
+                self.store.retention
+            ));
+        }
+        if self.store.index_cache.0 < (1 << 20) {
+            problems.push("store.index_cache must be at least 1 MiB".to_owned());
+        }
+        let ing = &self.ingest;
+        if ing.read_timeout.0 < Duration::from_secs(1) {
+            problems.push("ingest.read_timeout must be at least 1s".to_owned());
+        }
+        if ing.connect_timeout.0 < Duration::from_secs(1) {
+            problems.push("ingest.connect_timeout must be at least 1s".to_owned());
+        }
+        if ing.backoff_initial.0 < Duration::from_millis(100) {
+            problems.push("ingest.backoff_initial must be at least 100ms".to_owned());
+        }
+        if ing.backoff_max.0 < ing.backoff_initial.0 {
+            problems.push(format!(
+                "ingest.backoff_max {} is less than ingest.backoff_initial {}",
+                ing.backoff_max, ing.backoff_initial
+            ));
+        }
+
+        let mut cameras = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let who = if cam.id.is_empty() {
+                format!("cameras[{i}]")
+            } else {
+                format!("camera {:?}", cam.id)
+            };
+            let before = problems.len();
+            if !valid_camera_id(&cam.id) {
+                problems.push(format!(
+                    "{who}: id must be 1-32 characters of A-Z, a-z, 0-9, '_' or '-'"
+                ));
+            } else if !seen.insert(cam.id.clone()) {
+                problems.push(format!("{who}: id is used by another camera"));
+            }
+            let url = check_rtsp_url(&who, "url", &cam.url, &mut problems);
+            let sub = cam
+                .substream_url
+                .as_deref()
+                .and_then(|u| check_rtsp_url(&who, "substream_url", u, &mut problems));
+            if cam.record == Record::Sub && cam.substream_url.is_none() {
+                problems.push(format!("{who}: record = \"sub\" needs a substream_url"));
+            }
+            let password = match (&cam.password, &cam.password_file) {
+                (Some(_), Some(_)) => {
+                    problems.push(format!("{who}: set password or password_file, not both"));
+                    None
+                }
+                (Some(p), None) => Some(p.clone()),
+                (None, Some(path)) => match std::fs::read_to_string(path) {
+                    Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']))),
+                    Err(e) => {
+                        problems.push(format!(
+                            "{who}: cannot read password_file {}: {e}",
+                            path.display()
+                        ));
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            let credentials = match (&cam.username, password) {
+                (Some(u), p) => Some(Credentials {
+                    username: u.clone(),
+                    password: p.unwrap_or_else(|| Secret::new("")),
+                }),
+                (None, Some(_)) => {
+                    problems.push(format!("{who}: a password is set but no username"));
+                    None
+                }
+                (None, None) => None,
+            };
+            if problems.len() == before {
+                if let Some(url) = url {
+                    cameras.push(CameraSpec {
+                        id: cam.id.clone(),
+                        name: cam.name.clone().unwrap_or_else(|| cam.id.clone()),
+                        url,
+                        substream_url: sub,
+                        credentials,
+                        record: cam.record,
+                        audio: cam.audio,
+                        transport: cam.transport,
+                    });
+                }
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Validated {
+            data_dir: self.data_dir.clone(),
+            api_listen: self.api.listen,
+            quota_bytes: self.store.quota.0,
+            retention: self.store.retention.0,
+            index_cache_bytes: self.store.index_cache.0,
+            ingest: self.ingest.clone(),
+            cameras,
+        })
+    }
+}
+
+fn check_rtsp_url(who: &str, key: &str, raw: &str, problems: &mut Vec<String>) -> Option<Url> {
+    let url = match Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => {
+            problems.push(format!("{who}: {key} {:?} is not a URL: {e}", redact_url(raw)));
+            return None;
+        }
+    };
+    let mut ok = true;
+    if !matches!(url.scheme(), "rtsp" | "rtsps") {
+        problems.push(format!(
+            "{who}: {key} must start with rtsp:// or rtsps://, not {}://",
+            url.scheme()
+        ));
+        ok = false;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        problems.push(format!(
+            "{who}: {key} contains credentials; remove them from the URL ({}) and set \
+             username and password_file instead",
+            redact_url(raw)
+        ));
+        ok = false;
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        problems.push(format!("{who}: {key} has no host"));
+        ok = false;
+    }
+    ok.then_some(url)
+}
+
+/// Total size of the filesystem holding `path` (or its nearest existing ancestor).
+fn filesystem_size(path: &Path) -> Option<u64> {
+    let mut p = path;
+    loop {
+        if p.as_os_str().is_empty() {
+            p = Path::new(".");
+        }
+        if p.exists() {
+            break;
+        }
+        p = p.parent()?;
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(text: &str) -> Vec<String> {
+        match Config::parse(text).unwrap().validate() {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_config_is_valid_with_defaults() {
+        let v = Config::parse("").unwrap().validate().unwrap();
+        assert_eq!(v.api_listen, default_api_listen());
+        assert!(v.api_listen.ip().is_loopback());
+        assert!(v.cameras.is_empty());
+        assert_eq!(v.quota_bytes, 4 << 30);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("[store]\nquotta = \"1 GiB\"\n").unwrap_err();
+        assert!(err.contains("quotta"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_url_are_rejected_without_echoing_the_password() {
+        let p = invalid(
+            r#"[[cameras]]
+id = "front"
+url = "rtsp://admin:hunter2@192.0.2.10/stream1"
+"#,
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("contains credentials"), "{p:?}");
+        assert!(!p[0].contains("hunter2"), "password leaked: {p:?}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let p = invalid(
+            r#"[store]
+quota = "1 MiB"
+retention = "10s"
+[ingest]
+backoff_initial = "10s"
+backoff_max = "1s"
+[[cameras]]
+id = "bad id!"
+url = "http://192.0.2.1/"
+[[cameras]]
+id = "a"
+url = "rtsp://192.0.2.2/"
+record = "sub"
+password = "x"
+password_file = "/nonexistent"
+[[cameras]]
+id = "a"
+url = "rtsp://192.0.2.3/"
+"#,
+        );
+        let all = p.join("\n");
+        for needle in [
+            "store.quota",
+            "store.retention",
+            "backoff_max",
+            "id must be",
+            "rtsp://",
+            "substream_url",
+            "not both",
+            "used by another camera",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let text = format!(
+            "[[cameras]]\nid = \"c1\"\nurl = \"rtsp://127.0.0.1:8554/x\"\nusername = \"u\"\npassword_file = {:?}\n",
+            pw
+        );
+        let v = Config::parse(&text).unwrap().validate().unwrap();
+        let creds = v.cameras[0].credentials.as_ref().unwrap();
+        assert_eq!(creds.password.expose(), "s3cret");
+        assert_eq!(format!("{:?}", v.cameras[0]).matches("s3cret").count(), 0);
+    }
+
+    #[test]
+    fn quota_larger_than_the_disk_is_rejected() {
+        let p = invalid("[store]\nquota = \"1000000 TiB\"\n");
+        assert!(p[0].contains("larger than the disk"), "{p:?}");
+    }
+
+    #[test]
+    fn redact_url_removes_user_info() {
+        assert_eq!(
+            redact_url("rtsp://u:p@192.0.2.1:554/a"),
+            "rtsp://192.0.2.1:554/a"
+        );
+        assert!(!redact_url("rtsp://u:p@@bad url").contains(":p"));
+    }
+
+    #[test]
+    fn example_config_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/porchlight.example.toml");
+        let cfg = Config::load(&path).unwrap();
+        // The example's password_file points at a system path; validate what does not need it.
+        assert!(!cfg.cameras.is_empty(), "the example should show a camera");
+        let mut cfg = cfg;
+        for c in &mut cfg.cameras {
+            c.password_file = None;
+            c.password = Some(Secret::new("x"));
+        }
+        cfg.data_dir = std::env::temp_dir();
+        cfg.validate().unwrap();
+    }
+}

@@ -1,0 +1,168 @@
+//! Ingest: one worker per camera pulls its RTSP stream with retina, never transcoding.
+//!
+//! A [`CameraWorker`] is a noun with [`CameraWorker::run`], which retries
+//! [`session::run_once`] forever with capped, jittered backoff until shutdown. A session:
+//! DESCRIBE → SETUP (video, plus AAC audio when enabled) → PLAY → frames, each wait bounded by
+//! the read timeout (retina has none: a camera that stops sending would hang us forever).
+//! Packet loss is counted, never fatal. New parameters (SPS/PPS, resolution) start a new init
+//! segment.
+//!
+//! Frames go three ways: [`duration::DurationFiller`] completes their durations, then they go
+//! to the camera's [`live::LiveFeed`] (in memory, for sharing later) and to the segmenter,
+//! whose GOP-aligned segments a per-camera writer task hands to the store. The writer has a
+//! bounded queue: a disk slower than the camera costs segments (counted in the camera's
+//! health), never the RTSP session.
+
+pub mod backoff;
+pub mod duration;
+pub mod health;
+pub mod live;
+pub mod session;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::config::{CameraSpec, IngestConfig};
+use crate::daemon::Shutdown;
+use crate::store::Store;
+use backoff::Backoff;
+use health::Health;
+use live::LiveFeed;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// retina reported an RTSP or RTP failure.
+    #[error("{reason}")]
+    Rtsp {
+        /// Plain words for the resident.
+        reason: String,
+        /// retina's full description, for the log.
+        detail: String,
+    },
+    /// Connect + DESCRIBE + SETUP + PLAY took too long.
+    #[error("timed out connecting after {0:?}")]
+    ConnectTimeout(Duration),
+    /// No frame arrived within the read timeout.
+    #[error("no video for {0:?}: the camera stopped sending")]
+    ReadTimeout(Duration),
+    /// The camera offers no H.264 or H.265 video.
+    #[error("unsupported codec: the camera offers {offered} (need H.264 or H.265)")]
+    UnsupportedCodec {
+        /// What the SDP listed.
+        offered: String,
+    },
+    /// The camera closed the stream.
+    #[error("the camera ended the stream")]
+    StreamEnded,
+    /// Parameters could not be turned into an MP4 sample entry.
+    #[error("cannot record this stream: {0}")]
+    Parameters(String),
+}
+
+impl IngestError {
+    /// From a retina error: plain words plus the full text.
+    pub fn rtsp(error: &retina::Error) -> Self {
+        IngestError::Rtsp {
+            reason: health::plain_reason(error),
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// A session that streamed at least this long resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Keeps one camera streaming.
+pub struct CameraWorker {
+    spec: CameraSpec,
+    opts: IngestConfig,
+    health: Health,
+    live: LiveFeed,
+    store: Arc<Store>,
+    shutdown: Shutdown,
+}
+
+impl CameraWorker {
+    /// A worker for `spec`, reporting into `health` and `live`.
+    pub fn new(
+        spec: CameraSpec,
+        opts: IngestConfig,
+        health: Health,
+        live: LiveFeed,
+        store: Arc<Store>,
+        shutdown: Shutdown,
+    ) -> Self {
+        CameraWorker {
+            spec,
+            opts,
+            health,
+            live,
+            store,
+            shutdown,
+        }
+    }
+
+    /// Runs sessions until shutdown, reconnecting forever.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(self.opts.backoff_initial.0, self.opts.backoff_max.0);
+        let (writer, writer_task) = writer::SegmentWriter::spawn(
+            self.spec.id.clone(),
+            self.store.clone(),
+            self.health.clone(),
+        );
+        let mut attempt = 0u64;
+        loop {
+            self.health.connecting(attempt > 0);
+            attempt += 1;
+            let started = Instant::now();
+            let result = session::run_once(
+                &self.spec,
+                &self.opts,
+                &self.health,
+                &self.live,
+                &writer,
+                &self.shutdown,
+            )
+            .await;
+            self.live.lost();
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            if started.elapsed() >= HEALTHY_SESSION {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay(fastrand::f64());
+            match &result {
+                Ok(()) => {}
+                Err(IngestError::Rtsp { reason, detail }) => {
+                    warn!(camera = %self.spec.id, %reason, %detail, retry_in = ?delay, "Camera session failed");
+                }
+                Err(e) => warn!(camera = %self.spec.id, error = %e, retry_in = ?delay, "Camera session failed"),
+            }
+            let reason = match result {
+                Ok(()) => IngestError::StreamEnded.to_string(),
+                Err(e) => e.to_string(),
+            };
+            self.health.failed(reason, now_ms());
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        drop(writer);
+        // The writer drains what the session handed it (the final, flushed segment included).
+        let _ = writer_task.await;
+        self.health.stopped();
+        info!(camera = %self.spec.id, "Camera worker stopped");
+    }
+}
+
+/// Now as UTC milliseconds.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}

@@ -1,0 +1,36 @@
+//! Porchlight: an edge gateway for residents' cameras.
+//!
+//! # Layout
+//!
+//! Data flows one way, with few hops:
+//!
+//! ```text
+//! cameras --RTSP--> ingest --Frame--> media::segmenter --GOP fragment--> store (files + sled index)
+//!                                  '--> ingest::live (broadcast with pre-roll, for sharing later)
+//! resident --CLI--> api (loopback HTTP, token) --> store export / camera status
+//! ```
+//!
+//! - [`config`]: the TOML configuration, validated in one pass that reports every problem.
+//! - [`ingest`]: one worker per camera (retina RTSP session, read timeout, capped jittered
+//!   backoff forever), camera health, and the live broadcast.
+//! - [`media`]: pure fMP4 writing, GOP segmentation and MP4 export; no I/O.
+//! - [`store`]: segment files plus a sled index, quota and retention, crash recovery. Knows
+//!   nothing of the network.
+//! - [`export`]: a time range of one camera as one MP4 (segment choice, gaps, streaming).
+//! - [`api`]: the daemon's local control API, which the `porchlight` CLI talks to (sled allows
+//!   one process per database, so the daemon owns it).
+//! - [`daemon`]: wiring, named tasks and ordered shutdown.
+//! - [`cli`]: one file per subcommand.
+//!
+//! Boundaries: ingest and media never import an uplink; discovery results and camera URLs never
+//! leave the house; camera passwords are held in [`config::Secret`], which never prints.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod export;
+pub mod ingest;
+pub mod media;
+pub mod store;
+pub mod units;

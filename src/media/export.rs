@@ -1,0 +1,1 @@
+//! MP4 export. (Being written.)

@@ -1,0 +1,1 @@
+//! ISO BMFF box writing: init segments and fragments. (Being written.)

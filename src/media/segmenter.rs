@@ -1,0 +1,1 @@
+//! GOP segmentation. (Being written.)

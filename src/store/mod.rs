@@ -1,0 +1,1 @@
+//! Segment store. (Being written.)
