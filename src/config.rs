@@ -377,9 +377,9 @@ impl Config {
     /// Checks everything and returns all problems at once.
     pub fn validate(&self) -> Result<Validated, ConfigError> {
         let mut problems = Vec::new();
-        if self.store.quota.0 < (16 << 20) {
+        if self.store.quota.0 < (1 << 20) {
             problems.push(format!(
-                "store.quota {} is too small: at least 16 MiB is needed to hold a few segments",
+                "store.quota {} is too small: at least 1 MiB is needed to hold a few segments",
                 self.store.quota
             ));
         }

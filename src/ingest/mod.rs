@@ -113,6 +113,7 @@ impl CameraWorker {
             self.spec.id.clone(),
             self.store.clone(),
             self.health.clone(),
+            self.spec.record != crate::config::Record::Off,
         );
         let mut attempt = 0u64;
         loop {

@@ -1,0 +1,151 @@
+//! Ingest from real RTSP cameras (GStreamer), buffer, and export ranges that ffprobe judges.
+
+mod support;
+
+use std::time::Duration;
+
+use support::camera::{Camera, Codec, Stream};
+use support::ffprobe::{decode_ok, probe};
+use support::{camera_toml, out_path, Daemon, FAST_INGEST};
+
+fn buffered_secs(c: &serde_json::Value) -> f64 {
+    match (c["buffered_from_ms"].as_i64(), c["buffered_to_ms"].as_i64()) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1000.0,
+        _ => 0.0,
+    }
+}
+
+#[test]
+fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
+    let secured = Camera::builder()
+        .stream_config(Stream::new("main", Codec::H264).size(320, 240).fps(15).gop(15))
+        .auth("viewer", "s3cret-pw")
+        .start();
+    let plain = Camera::builder()
+        .stream_config(Stream::new("hevc", Codec::H265).size(320, 240).fps(15).gop(15))
+        .start();
+    let pw_dir = tempfile::tempdir().unwrap();
+    let pw_file = pw_dir.path().join("pw");
+    std::fs::write(&pw_file, "s3cret-pw\n").unwrap();
+    let body = format!(
+        "{FAST_INGEST}{}{}",
+        camera_toml(
+            "front",
+            &secured.url("main"),
+            &format!("username = \"viewer\"\npassword_file = {:?}", pw_file.display().to_string())
+        ),
+        camera_toml("yard", &plain.url("hevc"), "")
+    );
+    let d = Daemon::start(&body);
+
+    for id in ["front", "yard"] {
+        d.wait_camera(id, Duration::from_secs(60), "10 s buffered", |c| {
+            buffered_secs(c) >= 10.0
+        });
+    }
+    let front = d.camera("front");
+    assert_eq!(front["state"], "streaming", "{front:#}");
+    assert_eq!(front["codec"], "h264");
+    assert_eq!((front["width"].as_u64(), front["height"].as_u64()), (Some(320), Some(240)));
+    let fps = front["fps"].as_f64().expect("fps measured");
+    assert!((12.0..=18.0).contains(&fps), "fps {fps}");
+    assert!(front["bitrate_bps"].as_u64().unwrap() > 10_000);
+    assert_eq!(d.camera("yard")["codec"], "h265");
+
+    // Export a closed range in the middle of the buffer, by RFC 3339 times.
+    let from_ms = front["buffered_from_ms"].as_i64().unwrap() + 2_000;
+    let to_ms = from_ms + 6_000;
+    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    let clip = out_path(&d, "front.mp4");
+    let out = d.cli_ok(&[
+        "export", "--camera", "front", "--from", &rfc(from_ms), "--to", &rfc(to_ms), "-o",
+        clip.to_str().unwrap(),
+    ]);
+    assert!(out.contains("wrote"), "{out}");
+    let p = probe(&clip);
+    assert_eq!(p.codec_name, "h264");
+    assert_eq!((p.width, p.height), (320, 240));
+    // Whole GOPs (1 s at 15 fps) covering 6 s: between 6 and 8 s of frames.
+    assert!((6.0..=8.5).contains(&p.duration_s), "duration {} ({out})", p.duration_s);
+    let expected = p.duration_s * 15.0;
+    assert!(
+        (p.nb_frames as f64 - expected).abs() <= 3.0,
+        "{} frames for {} s at 15 fps",
+        p.nb_frames,
+        p.duration_s
+    );
+    let plan = d.get(&format!("/api/v1/export/plan?camera=front&from={from_ms}&to={to_ms}"));
+    assert_eq!(plan["video_frames"].as_u64(), Some(p.nb_frames), "{plan:#}");
+    assert!(plan["from_ms"].as_i64().unwrap() <= from_ms);
+    decode_ok(&clip);
+
+    // H.265, with --last.
+    let clip = out_path(&d, "yard.mp4");
+    d.cli_ok(&["export", "--camera", "yard", "--last", "5s", "-o", clip.to_str().unwrap()]);
+    let p = probe(&clip);
+    assert_eq!(p.codec_name, "hevc");
+    assert_eq!((p.width, p.height), (320, 240));
+    assert!(p.nb_frames >= 4 * 15, "{} frames", p.nb_frames);
+    decode_ok(&clip);
+
+    // status and cameras speak plainly and never print the password.
+    let status = d.cli_ok(&["status"]);
+    assert!(status.contains("2 configured, 2 streaming"), "{status}");
+    assert!(status.contains("not paired"), "{status}");
+    let cams = d.cli_ok(&["cameras"]);
+    assert!(cams.contains("h264 320x240") && cams.contains("h265 320x240"), "{cams}");
+    for text in [&status, &cams, &d.logs()] {
+        assert!(!text.contains("s3cret-pw"), "password leaked:\n{text}");
+    }
+}
+
+#[test]
+fn export_outside_the_buffer_says_so() {
+    let cam = Camera::h264("cam");
+    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c1", &cam.url("cam"), "")));
+    d.wait_camera("c1", Duration::from_secs(60), "3 s buffered", |c| buffered_secs(c) >= 3.0);
+    let clip = out_path(&d, "old.mp4");
+    let out = d.cli(&[
+        "export", "--camera", "c1", "--from", "2020-01-01T00:00:00Z", "--to",
+        "2020-01-01T00:05:00Z", "-o", clip.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing is buffered") && err.contains("the buffer holds"), "{err}");
+    assert!(!clip.exists());
+
+    // A range that starts before the buffer is exported from its start, with a note.
+    let c = d.camera("c1");
+    let first = c["buffered_from_ms"].as_i64().unwrap();
+    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    let out = d.cli_ok(&[
+        "export", "--camera", "c1", "--from", &rfc(first - 60_000), "--to", &rfc(first + 2_000),
+        "-o", clip.to_str().unwrap(),
+    ]);
+    assert!(out.contains("note: nothing buffered from"), "{out}");
+    decode_ok(&clip);
+
+    let unknown = d.cli(&["export", "--camera", "nope", "--last", "5s", "-o", "x.mp4"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no camera \"nope\""));
+}
+
+#[test]
+fn api_refuses_requests_without_the_token() {
+    let d = Daemon::start("");
+    let url = format!("http://127.0.0.1:{}/api/v1/status", d.api_port);
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let resp = agent.get(&url).call().unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = agent.get(&url).header("Authorization", "Bearer 00").call().unwrap();
+    assert_eq!(resp.status(), 401);
+    let body = resp.into_body().read_to_string().unwrap();
+    assert!(body.contains("\"unauthorized\""), "{body}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.data_dir().join("api.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // With the token (what the CLI does), it answers.
+    assert_eq!(d.get("/api/v1/status")["paired"], false);
+}
