@@ -185,3 +185,83 @@ pub fn plan(store: &Store, camera: &str, from_ms: i64, to_ms: i64) -> Result<Exp
         parts,
     })
 }
+
+/// Bytes of the MP4 handed to the HTTP layer at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// The MP4 of `plan`, as a stream of chunks. The sample tables are built before this returns
+/// (so a damaged init segment is an error the caller can still report as such); the media then
+/// flows from the segment files, one segment in memory at a time.
+pub async fn stream(
+    store: Arc<Store>,
+    plan: ExportPlan,
+) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>, ExportError> {
+    let st = store.clone();
+    let parts = plan.parts.clone();
+    let camera = plan.camera.clone();
+    let mp4_plan = tokio::task::spawn_blocking(move || -> Result<_, ExportError> {
+        let init = st.read_init(&camera, parts[0].init)?;
+        let mut builder = crate::media::export::ExportBuilder::new(&init)?;
+        for part in &parts {
+            let bytes = st.read_segment(part)?;
+            if let Err(e) = builder.add_fragment(&bytes) {
+                // Skip it like a gap; the rest of the clip is still evidence.
+                tracing::warn!(camera = %camera, start_ms = part.start_ms, error = %e, "Damaged segment left out of the export");
+            }
+        }
+        Ok(builder.finish()?)
+    })
+    .await
+    .map_err(|e| ExportError::Io(std::io::Error::other(e)))??;
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let parts = plan.parts;
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let result = mp4_plan
+            .write_with(&mut out, |i| {
+                store
+                    .read_segment(&parts[i])
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|_| std::io::Write::flush(&mut out));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "Export stream failed");
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Ok(rx)
+}
+
+/// An `io::Write` that sends fixed-size chunks into a channel (blocking: used on the blocking
+/// pool), so a slow reader of the export applies backpressure instead of filling memory.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "export reader went away"))
+    }
+}

@@ -278,6 +278,10 @@ async fn export(
     let plan = tokio::task::spawn_blocking(move || plan_for(&st, &q))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let body = crate::export::stream(state.store.clone(), plan).await?;
+    let rx = crate::export::stream(state.store.clone(), plan).await?;
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let body = axum::body::Body::from_stream(chunks);
     Ok(([(header::CONTENT_TYPE, "video/mp4")], body).into_response())
 }

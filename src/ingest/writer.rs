@@ -15,7 +15,7 @@ use tracing::{debug, error, warn};
 
 use super::health::Health;
 use crate::media::segmenter::{Segment, Segmenter};
-use crate::media::{mp4, Frame, StreamInfo, TrackKind};
+use crate::media::{Frame, StreamInfo, TrackKind};
 use crate::store::{InitId, NewSegment, Store};
 
 /// Frames queued between session and disk (about 20 s at 30 fps with audio).
@@ -124,12 +124,13 @@ impl WriterTask {
             match msg {
                 Msg::Params(info) => {
                     self.cut().await;
-                    let bytes = mp4::init_segment(&info);
+                    let segmenter = Segmenter::new(&info);
+                    let bytes = segmenter.init_segment().clone();
                     let (store, camera) = (self.store.clone(), self.camera.clone());
                     match tokio::task::spawn_blocking(move || store.put_init(&camera, &bytes)).await {
                         Ok(Ok(id)) => {
                             self.init = Some(id);
-                            self.segmenter = Some(Segmenter::new(&info));
+                            self.segmenter = Some(segmenter);
                         }
                         Ok(Err(e)) => {
                             error!(error = %e, "Cannot store the init segment; not recording until the next parameters");
@@ -159,7 +160,7 @@ impl WriterTask {
     }
 
     async fn store_segment(&mut self, seg: Segment) {
-        let Some(init) = self.init.clone() else { return };
+        let Some(init) = self.init else { return };
         let (store, camera) = (self.store.clone(), self.camera.clone());
         let result = tokio::task::spawn_blocking(move || {
             store.put_segment(
@@ -170,7 +171,7 @@ impl WriterTask {
                     end_ms: seg.end_ms,
                     video_frames: seg.video_frames,
                     audio_frames: seg.audio_frames,
-                    bytes: seg.bytes,
+                    bytes: seg.fragment,
                 },
             )
         })

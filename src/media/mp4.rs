@@ -27,7 +27,7 @@
 //! moof
 //!   mfhd            sequence_number
 //!   traf            one per track with at least one sample, in the order given
-//!     tfhd          flags default-base-is-moof (0x020000): offsets count from the moof's first byte
+//!     tfhd          default-base-is-moof (0x020000): offsets count from the moof's first byte
 //!     tfdt          version 1 (64-bit base media decode time)
 //!     trun          flags 0x000701: data_offset + per-sample duration, size, flags
 //! mdat              the samples of the first traf, then those of the second, ...
@@ -614,7 +614,7 @@ pub(crate) struct RawBox<'a> {
 }
 
 impl RawBox<'_> {
-    fn end(&self) -> usize {
+    pub(crate) fn end(&self) -> usize {
         self.body_start + self.body.len()
     }
 }
@@ -630,7 +630,7 @@ pub(crate) struct Boxes<'a> {
 }
 
 impl<'a> Boxes<'a> {
-    fn new(data: &'a [u8], base: usize, parent: FourCc) -> Self {
+    pub(crate) fn new(data: &'a [u8], base: usize, parent: FourCc) -> Self {
         Boxes {
             data,
             pos: 0,
@@ -639,7 +639,7 @@ impl<'a> Boxes<'a> {
         }
     }
 
-    fn of(b: &RawBox<'a>) -> Self {
+    pub(crate) fn of(b: &RawBox<'a>) -> Self {
         Boxes::new(b.body, b.body_start, b.box_type)
     }
 
@@ -716,7 +716,7 @@ fn find_child<'a>(parent: &RawBox<'a>, box_type: &[u8; 4]) -> Result<Option<RawB
 }
 
 /// The first child of type `box_type`, or [`Mp4Error::MissingBox`].
-fn child<'a>(parent: &RawBox<'a>, box_type: &[u8; 4]) -> Result<RawBox<'a>, Mp4Error> {
+pub(crate) fn child<'a>(parent: &RawBox<'a>, box_type: &[u8; 4]) -> Result<RawBox<'a>, Mp4Error> {
     find_child(parent, box_type)?.ok_or(Mp4Error::MissingBox {
         box_type: FourCc(*box_type),
         parent: parent.box_type,
@@ -1054,10 +1054,11 @@ fn parse_traf(
     let (_, tf_flags) = c.version_flags()?;
     let track_id = c.u32()?;
     let base = if tf_flags & TFHD_BASE_DATA_OFFSET != 0 {
-        i64::try_from(c.u64()?).map_err(|_| Mp4Error::Unsupported {
+        let offset = c.u64()?;
+        i64::try_from(offset).map_err(|_| Mp4Error::Unsupported {
             box_type: tfhd.box_type,
             what: "base_data_offset",
-            value: u64::MAX,
+            value: offset,
         })?
     } else if tf_flags & TFHD_DEFAULT_BASE_IS_MOOF != 0 {
         moof_start as i64
@@ -1108,8 +1109,8 @@ fn parse_traf(
         let first_flags = (flags & TRUN_FIRST_SAMPLE_FLAGS != 0)
             .then(|| c.u32())
             .transpose()?;
-        let per_sample = 4 * (flags & (TRUN_DURATION | TRUN_SIZE | TRUN_FLAGS | TRUN_CTO))
-            .count_ones() as usize;
+        let per_sample =
+            4 * (flags & (TRUN_DURATION | TRUN_SIZE | TRUN_FLAGS | TRUN_CTO)).count_ones() as usize;
         // Bound the count by the bytes present before allocating anything from it.
         let needed = count.saturating_mul(per_sample);
         if needed > c.remaining() {
@@ -1130,7 +1131,7 @@ fn parse_traf(
         }
         let mut offset = match data_offset {
             // The data offset is a signed 32-bit value for both trun versions in practice.
-            Some(d) => base + i64::from(d as i32),
+            Some(d) => base.saturating_add(i64::from(d as i32)),
             None if first_run => base,
             None => next_offset,
         };
@@ -1177,7 +1178,7 @@ fn parse_traf(
                     });
                 }
             }
-            let end = offset + i64::from(size);
+            let end = offset.saturating_add(i64::from(size));
             if offset < mdat.start as i64 || end > mdat.end as i64 {
                 return Err(Mp4Error::SampleOutOfRange {
                     track_id,
@@ -1210,4 +1211,500 @@ fn parse_traf(
         },
         next_offset,
     ))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// A frame for tests.
+    pub(crate) fn frame(
+        track: TrackKind,
+        dts: i64,
+        duration: u32,
+        key: bool,
+        data: &[u8],
+    ) -> Frame {
+        Frame {
+            track,
+            dts,
+            duration,
+            wall_ms: 1_700_000_000_000 + dts / 90,
+            is_key: key,
+            data: Bytes::copy_from_slice(data),
+        }
+    }
+
+    /// A stand-in sample entry box of type `t` (a real one is only needed by real decoders).
+    pub(crate) fn fake_entry(t: &[u8; 4], extra: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_box(&mut v, t, |b| {
+            b.put_u32(0);
+            b.put_u32(1); // data_reference_index
+            b.extend((0..extra).map(|i| i as u8));
+        });
+        v
+    }
+
+    pub(crate) fn stream(audio: bool) -> StreamInfo {
+        StreamInfo {
+            video: TrackInfo {
+                kind: TrackKind::Video,
+                timescale: 90_000,
+                sample_entry: fake_entry(b"avc1", 78),
+                width: 1920,
+                height: 1080,
+            },
+            audio: audio.then(|| TrackInfo {
+                kind: TrackKind::Audio,
+                timescale: 48_000,
+                sample_entry: fake_entry(b"mp4a", 28),
+                width: 0,
+                height: 0,
+            }),
+        }
+    }
+
+    /// Top-level (type, start, size) of a buffer, asserting the boxes tile it exactly.
+    fn top_boxes(data: &[u8]) -> Vec<(FourCc, usize, usize)> {
+        let v: Vec<_> = Boxes::new(data, 0, FourCc(*b"file"))
+            .map(|b| b.map(|b| (b.box_type, b.start, b.end() - b.start)))
+            .collect::<Result<_, _>>()
+            .expect("our own output parses");
+        assert_eq!(v.iter().map(|b| b.2).sum::<usize>(), data.len());
+        v
+    }
+
+    /// The box at `path` (first match at each level).
+    pub(crate) fn find<'a>(data: &'a [u8], path: &[&[u8; 4]]) -> RawBox<'a> {
+        let mut cur = Boxes::new(data, 0, FourCc(*b"file"))
+            .map(|b| b.expect("parses"))
+            .find(|b| &b.box_type.0 == path[0])
+            .expect("top box");
+        for t in &path[1..] {
+            cur = child(&cur, t).expect("child");
+        }
+        cur
+    }
+
+    fn children(b: &RawBox<'_>) -> Vec<String> {
+        Boxes::of(b)
+            .map(|c| c.expect("parses").box_type.to_string())
+            .collect()
+    }
+
+    fn sample_fragment() -> (Vec<Frame>, Vec<Frame>, Bytes) {
+        let video = vec![
+            frame(TrackKind::Video, 9000, 3000, true, &[1; 50]),
+            frame(TrackKind::Video, 12000, 3000, false, &[2; 7]),
+            frame(TrackKind::Video, 15000, 3600, false, &[3; 11]),
+        ];
+        let audio = vec![
+            frame(TrackKind::Audio, 4800, 1024, true, &[9; 5]),
+            frame(TrackKind::Audio, 5824, 1024, true, &[8; 6]),
+        ];
+        let f = fragment(
+            7,
+            &[
+                TrackRun::new(TrackKind::Video, 9000, &video[..]),
+                TrackRun::new(TrackKind::Audio, 4800, &audio[..]),
+            ],
+        )
+        .expect("small fragment");
+        (video, audio, f)
+    }
+
+    #[test]
+    fn init_segment_layout_video_and_audio() {
+        let info = stream(true);
+        let init = init_segment(&info);
+        let top = top_boxes(&init);
+        let names: Vec<String> = top.iter().map(|b| b.0.to_string()).collect();
+        assert_eq!(names, ["ftyp", "moov"]);
+        // ftyp: header 8 + major 4 + minor 4 + 4 compatible brands.
+        assert_eq!(top[0].2, 8 + 8 + 16);
+        assert_eq!(&init[8..16], b"isom\0\0\x02\0");
+        assert_eq!(&init[16..32], b"isomiso6avc1mp41");
+
+        let moov = find(&init, &[b"moov"]);
+        assert_eq!(children(&moov), ["mvhd", "trak", "trak", "mvex"]);
+        let mvhd = find(&init, &[b"moov", b"mvhd"]);
+        assert_eq!(mvhd.end() - mvhd.start, 108);
+        assert_eq!(&mvhd.body[mvhd.body.len() - 4..], &3u32.to_be_bytes());
+        let trak = find(&init, &[b"moov", b"trak"]);
+        assert_eq!(children(&trak), ["tkhd", "mdia"]);
+        let tkhd = child(&trak, b"tkhd").expect("tkhd");
+        assert_eq!(tkhd.end() - tkhd.start, 92);
+        assert_eq!(&tkhd.body[76..84], &[0x07, 0x80, 0, 0, 0x04, 0x38, 0, 0]);
+        let minf = find(&init, &[b"moov", b"trak", b"mdia", b"minf"]);
+        assert_eq!(children(&minf), ["vmhd", "dinf", "stbl"]);
+        let dinf = child(&minf, b"dinf").expect("dinf");
+        assert_eq!(dinf.end() - dinf.start, 36);
+        let stbl = child(&minf, b"stbl").expect("stbl");
+        assert_eq!(children(&stbl), ["stsd", "stts", "stsc", "stsz", "stco"]);
+        let stsd = child(&stbl, b"stsd").expect("stsd");
+        assert_eq!(stsd.end() - stsd.start, 16 + info.video.sample_entry.len());
+        let mvex = find(&init, &[b"moov", b"mvex"]);
+        assert_eq!(children(&mvex), ["trex", "trex"]);
+        assert_eq!(mvex.end() - mvex.start, 8 + 2 * 32);
+
+        let parsed = parse_init(&init).expect("parses");
+        assert_eq!(
+            parsed.tracks,
+            vec![
+                InitTrack {
+                    track_id: 1,
+                    kind: TrackKind::Video,
+                    timescale: 90_000,
+                    sample_entry: info.video.sample_entry.clone(),
+                    width: 1920,
+                    height: 1080,
+                },
+                InitTrack {
+                    track_id: 2,
+                    kind: TrackKind::Audio,
+                    timescale: 48_000,
+                    sample_entry: info.audio.as_ref().expect("audio").sample_entry.clone(),
+                    width: 0,
+                    height: 0,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn init_segment_video_only_has_one_trak_and_trex() {
+        let init = init_segment(&stream(false));
+        let moov = find(&init, &[b"moov"]);
+        assert_eq!(children(&moov), ["mvhd", "trak", "mvex"]);
+        assert_eq!(children(&find(&init, &[b"moov", b"mvex"])), ["trex"]);
+        assert_eq!(parse_init(&init).expect("parses").tracks.len(), 1);
+    }
+
+    #[test]
+    fn init_segment_hevc_has_no_avc1_brand() {
+        let mut info = stream(false);
+        info.video.sample_entry = fake_entry(b"hvc1", 90);
+        let init = init_segment(&info);
+        assert_eq!(&init[16..28], b"isomiso6mp41");
+    }
+
+    #[test]
+    fn fragment_layout_sizes_and_data_offsets() {
+        let (video, audio, f) = sample_fragment();
+        let top = top_boxes(&f);
+        let moof_len = 8 + 16 + (64 + 12 * 3) + (64 + 12 * 2);
+        assert_eq!(top[0], (FourCc(*b"moof"), 0, moof_len));
+        assert_eq!(
+            top[1],
+            (FourCc(*b"mdat"), moof_len, 8 + 50 + 7 + 11 + 5 + 6)
+        );
+        let moof = find(&f, &[b"moof"]);
+        assert_eq!(children(&moof), ["mfhd", "traf", "traf"]);
+        let traf = child(&moof, b"traf").expect("traf");
+        assert_eq!(children(&traf), ["tfhd", "tfdt", "trun"]);
+        let tfhd = child(&traf, b"tfhd").expect("tfhd");
+        assert_eq!(tfhd.body, &[0, 2, 0, 0, 0, 0, 0, 1]);
+        let tfdt = child(&traf, b"tfdt").expect("tfdt");
+        assert_eq!(tfdt.body[0], 1, "tfdt version 1");
+        // Video data starts right after the mdat header; audio right after the video.
+        let trun = child(&traf, b"trun").expect("trun");
+        let off = i32::from_be_bytes([trun.body[8], trun.body[9], trun.body[10], trun.body[11]]);
+        assert_eq!(off as usize, moof_len + 8);
+        assert_eq!(&f[off as usize..off as usize + 50], &video[0].data[..]);
+        let audio_off = moof_len + 8 + 68;
+        assert_eq!(&f[audio_off..audio_off + 5], &audio[0].data[..]);
+    }
+
+    #[test]
+    fn fragment_round_trip_two_tracks() {
+        let (video, audio, f) = sample_fragment();
+        let p = parse_fragment(&f).expect("parses");
+        assert_eq!(p.sequence, 7);
+        assert_eq!(p.tracks.len(), 2);
+        for (tf, frames, id, base) in [
+            (&p.tracks[0], &video, 1, 9000),
+            (&p.tracks[1], &audio, 2, 4800),
+        ] {
+            assert_eq!(tf.track_id, id);
+            assert_eq!(tf.base_decode_time, base);
+            assert_eq!(tf.samples.len(), frames.len());
+            let mut t = base;
+            for (s, fr) in tf.samples.iter().zip(frames.iter()) {
+                assert_eq!(s.decode_time, t);
+                assert_eq!(s.duration, fr.duration);
+                assert_eq!(s.is_sync(), fr.is_key);
+                assert_eq!(&f[s.range()], &fr.data[..]);
+                t += u64::from(fr.duration);
+            }
+        }
+        assert_eq!(p.tracks[0].samples[1].flags, SAMPLE_FLAGS_NON_SYNC);
+        assert_eq!(p.tracks[0].samples[0].flags, SAMPLE_FLAGS_SYNC);
+    }
+
+    #[test]
+    fn fragment_leaves_out_empty_runs() {
+        let video = [frame(TrackKind::Video, 0, 3000, true, &[1; 4])];
+        let none: Vec<Frame> = Vec::new();
+        let f = fragment(
+            1,
+            &[
+                TrackRun::new(TrackKind::Video, 0, &video[..]),
+                TrackRun::new(TrackKind::Audio, 0, &none[..]),
+            ],
+        )
+        .expect("fragment");
+        let p = parse_fragment(&f).expect("parses");
+        assert_eq!(p.tracks.len(), 1);
+        // A fragment with no samples at all is still well-formed.
+        let empty = fragment::<Frame>(2, &[]).expect("fragment");
+        assert_eq!(parse_fragment(&empty).expect("parses").tracks, vec![]);
+    }
+
+    #[test]
+    fn fragment_from_shared_frames_for_live() {
+        let frames: Vec<Arc<Frame>> = (0..3)
+            .map(|i| {
+                Arc::new(frame(
+                    TrackKind::Video,
+                    i * 3000,
+                    3000,
+                    i == 1,
+                    &[i as u8; 3],
+                ))
+            })
+            .collect();
+        // A sub-GOP live fragment may start at a non-key frame.
+        let f = fragment(5, &[TrackRun::new(TrackKind::Video, 0, &frames[..])]).expect("fragment");
+        let p = parse_fragment(&f).expect("parses");
+        let sync: Vec<bool> = p.tracks[0].samples.iter().map(|s| s.is_sync()).collect();
+        assert_eq!(sync, [false, true, false]);
+    }
+
+    #[test]
+    fn parse_fragment_every_truncation_is_an_error() {
+        let (_, _, f) = sample_fragment();
+        for len in 0..f.len() {
+            assert!(parse_fragment(&f[..len]).is_err(), "prefix of {len} bytes");
+        }
+    }
+
+    #[test]
+    fn parse_init_every_truncation_is_an_error() {
+        let init = init_segment(&stream(true));
+        for len in 0..init.len() {
+            assert!(parse_init(&init[..len]).is_err(), "prefix of {len} bytes");
+        }
+    }
+
+    fn set_u32(data: &mut [u8], at: usize, v: u32) {
+        data[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    #[test]
+    fn parse_rejects_size_zero_box() {
+        let (_, _, f) = sample_fragment();
+        let mut f = f.to_vec();
+        let mdat = find(&f, &[b"mdat"]).start;
+        set_u32(&mut f, mdat, 0);
+        assert!(matches!(
+            parse_fragment(&f),
+            Err(Mp4Error::BadBoxSize { size: 0, .. })
+        ));
+        // A zero-filled tail (torn write) is not a box either.
+        let mut init = init_segment(&stream(false)).to_vec();
+        init.splice(0..0, [0u8; 16]);
+        assert!(parse_init(&init).is_err());
+    }
+
+    #[test]
+    fn parse_rejects_size_below_header_or_beyond_room() {
+        let (_, _, f) = sample_fragment();
+        for bogus in [1u32, 7, u32::MAX] {
+            let mut g = f.to_vec();
+            let traf = find(&g, &[b"moof", b"traf"]).start;
+            set_u32(&mut g, traf, bogus);
+            let r = parse_fragment(&g);
+            assert!(r.is_err(), "size {bogus}: {r:?}");
+        }
+        let mut g = f.to_vec();
+        set_u32(&mut g, 0, 4);
+        assert!(matches!(
+            parse_fragment(&g),
+            Err(Mp4Error::BadBoxSize { size: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn parse_largesize_boxes() {
+        let init = init_segment(&stream(false));
+        // A valid 64-bit-size box before moov is fine.
+        let mut v = Vec::new();
+        v.put_u32(1);
+        v.extend_from_slice(b"free");
+        v.put_u64(20);
+        v.put_u32(0xdead_beef);
+        v.extend_from_slice(&init);
+        assert_eq!(parse_init(&v).expect("parses").tracks.len(), 1);
+        // largesize smaller than its own header.
+        let mut w = v.clone();
+        w[8..16].copy_from_slice(&8u64.to_be_bytes());
+        assert!(matches!(
+            parse_init(&w),
+            Err(Mp4Error::BadBoxSize { size: 8, .. })
+        ));
+        // largesize header cut short.
+        assert!(matches!(
+            parse_init(&v[..12]),
+            Err(Mp4Error::Truncated { .. })
+        ));
+        // largesize beyond the data.
+        let mut w = v.clone();
+        w[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(matches!(parse_init(&w), Err(Mp4Error::BadBoxSize { .. })));
+    }
+
+    #[test]
+    fn parse_fragment_rejects_wrong_order_and_trailing_data() {
+        let (_, _, f) = sample_fragment();
+        let moof = find(&f, &[b"moof"]);
+        let mut swapped = f[moof.end()..].to_vec();
+        swapped.extend_from_slice(&f[..moof.end()]);
+        assert!(matches!(
+            parse_fragment(&swapped),
+            Err(Mp4Error::UnexpectedBox { .. })
+        ));
+        let mut extra = f.to_vec();
+        extra.extend_from_slice(&[0, 0, 0, 8, b'f', b'r', b'e', b'e']);
+        assert!(matches!(
+            parse_fragment(&extra),
+            Err(Mp4Error::TrailingData { len: 8, .. })
+        ));
+        assert!(matches!(
+            parse_fragment(&f[..moof.end()]),
+            Err(Mp4Error::MissingBox { .. })
+        ));
+    }
+
+    #[test]
+    fn parse_fragment_rejects_samples_outside_mdat() {
+        let (_, _, f) = sample_fragment();
+        let trun = find(&f, &[b"moof", b"traf", b"trun"]);
+        // data_offset pointing before the mdat payload, and a sample size past its end.
+        for (at, v) in [(8, 0u32), (8, (-100i32) as u32), (16, 1_000_000)] {
+            let mut g = f.to_vec();
+            set_u32(&mut g, trun.body_start + at, v);
+            assert!(
+                matches!(parse_fragment(&g), Err(Mp4Error::SampleOutOfRange { .. })),
+                "field at {at} = {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_fragment_huge_sample_count_is_truncation_not_allocation() {
+        let (_, _, f) = sample_fragment();
+        let trun = find(&f, &[b"moof", b"traf", b"trun"]);
+        let mut g = f.to_vec();
+        set_u32(&mut g, trun.body_start + 4, u32::MAX);
+        assert!(matches!(
+            parse_fragment(&g),
+            Err(Mp4Error::Truncated { .. })
+        ));
+        // Without per-sample fields nothing bounds the count but the mdat.
+        let flags_at = trun.body_start;
+        set_u32(&mut g, flags_at, TRUN_DATA_OFFSET);
+        assert!(parse_fragment(&g).is_err());
+    }
+
+    #[test]
+    fn parse_fragment_survives_extreme_base_data_offset() {
+        // A tfhd with an explicit base_data_offset near i64::MAX and a large data offset.
+        let (_, _, f) = sample_fragment();
+        let traf = find(&f, &[b"moof", b"traf"]);
+        let tfhd = child(&traf, b"tfhd").expect("tfhd");
+        let mut g = f[..tfhd.start].to_vec();
+        let mut new_tfhd = Vec::new();
+        write_full_box(&mut new_tfhd, b"tfhd", 0, TFHD_BASE_DATA_OFFSET, |b| {
+            b.put_u32(1);
+            b.put_u64(i64::MAX as u64 - 5);
+        });
+        g.extend_from_slice(&new_tfhd);
+        g.extend_from_slice(&f[tfhd.end()..]);
+        // Grow the moof and traf sizes by the 8 added bytes.
+        for at in [0, traf.start] {
+            let size = u32::from_be_bytes([g[at], g[at + 1], g[at + 2], g[at + 3]]);
+            set_u32(&mut g, at, size + 8);
+        }
+        assert!(matches!(
+            parse_fragment(&g),
+            Err(Mp4Error::SampleOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn parse_init_rejects_bad_tracks() {
+        let init = init_segment(&stream(true));
+        // Zero timescale.
+        let mdhd = find(&init, &[b"moov", b"trak", b"mdia", b"mdhd"]);
+        let mut g = init.to_vec();
+        set_u32(&mut g, mdhd.body_start + 12, 0);
+        assert_eq!(parse_init(&g), Err(Mp4Error::ZeroTimescale { track_id: 1 }));
+        // Unknown handler.
+        let hdlr = find(&init, &[b"moov", b"trak", b"mdia", b"hdlr"]);
+        let mut g = init.to_vec();
+        g[hdlr.body_start + 8..hdlr.body_start + 12].copy_from_slice(b"text");
+        assert!(matches!(
+            parse_init(&g),
+            Err(Mp4Error::Unsupported {
+                what: "handler",
+                ..
+            })
+        ));
+        // Both traks claiming id 1.
+        let moov = find(&init, &[b"moov"]);
+        let second_tkhd = Boxes::of(&moov)
+            .map(|b| b.expect("parses"))
+            .filter(|b| &b.box_type.0 == b"trak")
+            .nth(1)
+            .map(|t| child(&t, b"tkhd").expect("tkhd"))
+            .expect("second trak");
+        let mut g = init.to_vec();
+        set_u32(&mut g, second_tkhd.body_start + 12, 1);
+        assert_eq!(
+            parse_init(&g),
+            Err(Mp4Error::DuplicateTrack { track_id: 1 })
+        );
+        // No moov at all.
+        let ftyp_len = find(&init, &[b"ftyp"]).end();
+        assert!(matches!(
+            parse_init(&init[..ftyp_len]),
+            Err(Mp4Error::MissingBox { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic_on_corruption(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (_, _, f) = sample_fragment();
+            let init = init_segment(&stream(true));
+            for data in [f.to_vec(), init.to_vec()] {
+                let mut g = data.clone();
+                for (i, b) in &flips {
+                    let at = i.index(g.len());
+                    g[at] ^= *b | 1;
+                }
+                let _ = parse_fragment(&g);
+                let _ = parse_init(&g);
+                let len = cut.index(data.len());
+                let _ = parse_fragment(&g[..len]);
+                let _ = parse_init(&g[..len]);
+            }
+        }
+    }
 }

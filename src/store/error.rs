@@ -215,7 +215,10 @@ pub(super) fn index_err(context: impl Into<String>) -> impl FnOnce(sled::Error) 
 }
 
 /// Shorthand for an I/O error with the operation and path.
-pub(super) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+pub(super) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { op, path, source }
 }

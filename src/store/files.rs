@@ -39,7 +39,7 @@ pub(super) fn is_valid_camera(camera: &str) -> bool {
 pub(super) fn segment_file_name(meta: &SegmentMeta) -> String {
     format!(
         "{}_{}_{}_{}_{}_{}{SEGMENT_EXT}",
-        meta.start_ms, meta.end_ms, meta.init, meta.video_frames, meta.audio_frames, meta.len
+        meta.start_ms, meta.end_ms, meta.init, meta.video_frames, meta.audio_frames, meta.bytes
     )
 }
 
@@ -64,7 +64,7 @@ pub(super) fn parse_segment_file_name(camera: &str, name: &str) -> Option<Segmen
         init,
         video_frames,
         audio_frames,
-        len,
+        bytes: len,
     };
     // Only the canonical spelling: "+5" or "05" would alias another file's key.
     (segment_file_name(&meta) == name).then_some(meta)
@@ -108,7 +108,7 @@ pub(super) struct FileError {
 }
 
 impl FileError {
-    fn new(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    fn new<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
         move |source| FileError {
             op,
             path: path.to_owned(),
@@ -120,7 +120,11 @@ impl FileError {
 /// Writes `bytes` to `dir/final_name` so that the file either exists complete and durable or
 /// not at all: write `dir/.final_name.tmp`, fsync it, rename it, fsync `dir`. On error nothing
 /// is left behind (neither the temp file nor the final one). Returns the final path.
-pub(super) fn write_durably(dir: &Path, final_name: &str, bytes: &[u8]) -> Result<PathBuf, FileError> {
+pub(super) fn write_durably(
+    dir: &Path,
+    final_name: &str,
+    bytes: &[u8],
+) -> Result<PathBuf, FileError> {
     let tmp = dir.join(temp_name(final_name));
     let path = dir.join(final_name);
     let result = (|| {
@@ -201,13 +205,18 @@ mod tests {
             init: InitId::of(b"init"),
             video_frames: 60,
             audio_frames: 94,
-            len: 1234,
+            bytes: 1234,
         }
     }
 
     #[test]
     fn segment_file_name_round_trips_including_negative_times() {
-        for (start, end) in [(0, 1), (1_700_000_000_000, 1_700_000_002_000), (-5000, -3000), (-1, 1)] {
+        for (start, end) in [
+            (0, 1),
+            (1_700_000_000_000, 1_700_000_002_000),
+            (-5000, -3000),
+            (-1, 1),
+        ] {
             let m = meta(start, end);
             let name = segment_file_name(&m);
             assert_eq!(parse_segment_file_name("cam", &name), Some(m), "{name}");

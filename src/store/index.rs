@@ -74,7 +74,7 @@ pub(super) fn segment_value(meta: &SegmentMeta) -> [u8; SEGMENT_VALUE_LEN] {
     v[9..17].copy_from_slice(meta.init.as_bytes());
     v[17..21].copy_from_slice(&meta.video_frames.to_be_bytes());
     v[21..25].copy_from_slice(&meta.audio_frames.to_be_bytes());
-    v[25..33].copy_from_slice(&meta.len.to_be_bytes());
+    v[25..33].copy_from_slice(&meta.bytes.to_be_bytes());
     v
 }
 
@@ -93,9 +93,9 @@ pub(super) fn decode_segment(key: &[u8], value: &[u8]) -> Option<SegmentMeta> {
         init: InitId(v[9..17].try_into().ok()?),
         video_frames: u32::from_be_bytes(v[17..21].try_into().ok()?),
         audio_frames: u32::from_be_bytes(v[21..25].try_into().ok()?),
-        len: u64::from_be_bytes(v[25..33].try_into().ok()?),
+        bytes: u64::from_be_bytes(v[25..33].try_into().ok()?),
     };
-    (meta.end_ms > meta.start_ms && meta.len > 0).then_some(meta)
+    (meta.end_ms > meta.start_ms && meta.bytes > 0).then_some(meta)
 }
 
 /// Key of a camera's init segment.
@@ -154,7 +154,8 @@ pub(super) fn day_key(day: i64) -> Vec<u8> {
 }
 
 /// The day of a day key, if it is one.
-pub(super) fn decode_day_key(key: &[u8]) -> Option<i64> {
+#[cfg(test)]
+fn decode_day_key(key: &[u8]) -> Option<i64> {
     let tail: [u8; 8] = key.strip_prefix(DAY_PREFIX)?.try_into().ok()?;
     Some(from_ord_i64(tail))
 }
@@ -183,7 +184,7 @@ mod tests {
             init: InitId::of(b"i"),
             video_frames: 60,
             audio_frames: 0,
-            len: 1_000_000,
+            bytes: 1_000_000,
         }
     }
 
@@ -277,8 +278,14 @@ mod tests {
     #[test]
     fn counters_add_and_tolerate_garbage() {
         assert_eq!(decode_counter(Some(&add_counter(None, 5))), 5);
-        assert_eq!(decode_counter(Some(&add_counter(Some(&7u64.to_be_bytes()), 5))), 12);
+        assert_eq!(
+            decode_counter(Some(&add_counter(Some(&7u64.to_be_bytes()), 5))),
+            12
+        );
         assert_eq!(decode_counter(Some(b"xyz")), 0);
-        assert_eq!(decode_counter(Some(&add_counter(Some(&u64::MAX.to_be_bytes()), 5))), u64::MAX);
+        assert_eq!(
+            decode_counter(Some(&add_counter(Some(&u64::MAX.to_be_bytes()), 5))),
+            u64::MAX
+        );
     }
 }

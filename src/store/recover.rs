@@ -30,16 +30,16 @@ pub(super) struct FileScan {
 /// (unparseable name, empty, size not the one in the name, init bytes not matching their id)
 /// and returns the rest. Directories whose name is not a camera id, and subdirectories of
 /// camera directories, are left alone.
-pub(super) fn scan_files(segments_dir: &Path, report: &mut OpenReport) -> Result<FileScan, StoreError> {
+pub(super) fn scan_files(
+    segments_dir: &Path,
+    report: &mut OpenReport,
+) -> Result<FileScan, StoreError> {
     let mut scan = FileScan::default();
     let cameras = fs::read_dir(segments_dir).map_err(io_err("list", segments_dir))?;
     for entry in cameras {
         let entry = entry.map_err(io_err("list", segments_dir))?;
         let path = entry.path();
-        let is_dir = entry
-            .file_type()
-            .map_err(io_err("stat", &path))?
-            .is_dir();
+        let is_dir = entry.file_type().map_err(io_err("stat", &path))?.is_dir();
         let camera = match entry.file_name().into_string() {
             Ok(c) if is_dir && files::is_valid_camera(&c) => c,
             _ => {
@@ -75,13 +75,14 @@ fn scan_camera_dir(
             continue;
         }
         if let Some(meta) = parse_segment_file_name(camera, name) {
-            if md.len() == meta.len {
-                scan.segments.insert((camera.to_owned(), meta.start_ms), meta);
+            if md.len() == meta.bytes {
+                scan.segments
+                    .insert((camera.to_owned(), meta.start_ms), meta);
             } else {
                 remove(&path)?;
                 report.bad_files_removed += 1;
                 tracing::warn!(
-                    path = %path.display(), expected = meta.len, found = md.len(),
+                    path = %path.display(), expected = meta.bytes, found = md.len(),
                     "Removed a segment file whose size is not the one in its name."
                 );
             }
@@ -141,7 +142,14 @@ fn classify(context: &str, e: sled::Error) -> LoadFailure {
                     | io::ErrorKind::OutOfMemory
             ) || matches!(
                 io.raw_os_error(),
-                Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ENOSPC | libc::EDQUOT | libc::ENOMEM)
+                Some(
+                    libc::EACCES
+                        | libc::EPERM
+                        | libc::EROFS
+                        | libc::ENOSPC
+                        | libc::EDQUOT
+                        | libc::ENOMEM
+                )
             ) || is_lock_error(&e)
         }
         _ => false,
@@ -189,8 +197,14 @@ pub(super) struct Loaded {
 
 /// Opens the index at `index_dir` and reconciles it with `files`, catching sled's panics on
 /// damaged data.
-pub(super) fn load(index_dir: &Path, cache_capacity: u64, files: &FileScan) -> Result<Loaded, LoadFailure> {
-    match panic::catch_unwind(AssertUnwindSafe(|| load_inner(index_dir, cache_capacity, files))) {
+pub(super) fn load(
+    index_dir: &Path,
+    cache_capacity: u64,
+    files: &FileScan,
+) -> Result<Loaded, LoadFailure> {
+    match panic::catch_unwind(AssertUnwindSafe(|| {
+        load_inner(index_dir, cache_capacity, files)
+    })) {
         Ok(r) => r,
         Err(payload) => {
             let msg = payload
@@ -203,7 +217,11 @@ pub(super) fn load(index_dir: &Path, cache_capacity: u64, files: &FileScan) -> R
     }
 }
 
-fn load_inner(index_dir: &Path, cache_capacity: u64, files: &FileScan) -> Result<Loaded, LoadFailure> {
+fn load_inner(
+    index_dir: &Path,
+    cache_capacity: u64,
+    files: &FileScan,
+) -> Result<Loaded, LoadFailure> {
     let existed = index_dir.join("db").exists() || index_dir.join("conf").exists();
     let db = open_sled(index_dir, cache_capacity)?;
     let open_tree = |name: &str| db.open_tree(name).map_err(|e| classify(name, e));
@@ -213,7 +231,11 @@ fn load_inner(index_dir: &Path, cache_capacity: u64, files: &FileScan) -> Result
         counters: open_tree(index::COUNTERS_TREE)?,
         meta: open_tree(index::META_TREE)?,
     };
-    match trees.meta.get(index::FORMAT_KEY).map_err(|e| classify("read format", e))? {
+    match trees
+        .meta
+        .get(index::FORMAT_KEY)
+        .map_err(|e| classify("read format", e))?
+    {
         Some(v) => match <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes) {
             Ok(index::FORMAT_VERSION) => {}
             Ok(found) if found > index::FORMAT_VERSION => {
@@ -250,7 +272,11 @@ fn load_inner(index_dir: &Path, cache_capacity: u64, files: &FileScan) -> Result
 }
 
 /// Makes the index agree with the files and builds the in-memory accounting.
-fn reconcile(trees: &Trees, files: &FileScan, report: &mut OpenReport) -> Result<State, LoadFailure> {
+fn reconcile(
+    trees: &Trees,
+    files: &FileScan,
+    report: &mut OpenReport,
+) -> Result<State, LoadFailure> {
     let mut cameras: BTreeMap<String, CameraState> = BTreeMap::new();
 
     // Inits: entries without a valid file are dropped; files without an entry are added.
@@ -276,7 +302,7 @@ fn reconcile(trees: &Trees, files: &FileScan, report: &mut OpenReport) -> Result
     }
     for (key, rec) in &files.inits {
         if !inits_seen.contains_key(key) {
-            batch.insert(index::init_key(&key.0, key.1), &index::init_value(*rec));
+            batch.insert(index::init_key(&key.0, key.1), &index::init_value(*rec)[..]);
             inits_seen.insert(key.clone(), *rec);
             report.inits_indexed += 1;
         }
@@ -313,7 +339,7 @@ fn reconcile(trees: &Trees, files: &FileScan, report: &mut OpenReport) -> Result
         match files.segments.get(&key) {
             Some(f) if *f == meta => kept.push(meta),
             Some(f) => {
-                batch.insert(k, &index::segment_value(f));
+                batch.insert(k, &index::segment_value(f)[..]);
                 report.entries_fixed += 1;
                 kept.push(f.clone());
             }
@@ -329,7 +355,7 @@ fn reconcile(trees: &Trees, files: &FileScan, report: &mut OpenReport) -> Result
         if !seen.contains(key) {
             batch.insert(
                 index::segment_key(&meta.camera, meta.start_ms),
-                &index::segment_value(meta),
+                &index::segment_value(meta)[..],
             );
             report.orphans_indexed += 1;
             kept.push(meta.clone());
@@ -348,7 +374,7 @@ fn reconcile(trees: &Trees, files: &FileScan, report: &mut OpenReport) -> Result
             Some(init) => init.refs += 1,
             None => report.segments_without_init += 1,
         }
-        state.used_bytes += meta.len;
+        state.used_bytes += meta.bytes;
         report.segments += 1;
     }
     report.used_bytes = state.used_bytes;
@@ -360,7 +386,9 @@ fn reconcile(trees: &Trees, files: &FileScan, report: &mut OpenReport) -> Result
 /// the rename durable. Returns the new path.
 pub(super) fn move_aside(index_dir: &Path) -> Result<PathBuf, StoreError> {
     let parent = index_dir.parent().unwrap_or(Path::new("."));
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
     let base = format!("index.broken-{stamp}");
     let mut target = parent.join(&base);
     let mut n = 1;

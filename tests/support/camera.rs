@@ -24,6 +24,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -164,8 +165,8 @@ impl Stream {
     }
 }
 
-/// Options for [`Camera`]; start with [`Camera::builder`].
-#[derive(Clone, Debug, Default)]
+/// Options for [`Camera`]; start with [`Camera::builder`]. (No `Debug`: it holds the password.)
+#[derive(Clone, Default)]
 pub struct CameraBuilder {
     streams: Vec<Stream>,
     audio: Vec<String>,
@@ -267,6 +268,7 @@ impl CameraBuilder {
             port: self.port.unwrap_or(0),
             child: None,
             log_path,
+            log_shown: AtomicBool::new(false),
             _dir: dir,
         };
         match cam.spawn() {
@@ -281,7 +283,6 @@ impl CameraBuilder {
 }
 
 /// A running camera simulator; killed on drop.
-#[derive(Debug)]
 pub struct Camera {
     /// Script arguments except `--port`.
     args: Vec<String>,
@@ -291,7 +292,22 @@ pub struct Camera {
     port: u16,
     child: Option<Child>,
     log_path: PathBuf,
+    /// Set once a panic message carried the log, so `Drop` does not print it again.
+    log_shown: AtomicBool,
     _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Camera {
+    // By hand, so the password in `args` and `credentials` never reaches a test log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Camera")
+            .field("port", &self.port)
+            .field("streams", &self.streams)
+            .field("auth", &self.credentials.is_some())
+            .field("pid", &self.pid())
+            .field("log_path", &self.log_path)
+            .finish()
+    }
 }
 
 enum Spawn {
@@ -507,6 +523,7 @@ impl Camera {
 
     /// The last lines of the camera log, for panic messages.
     pub fn log_tail(&self) -> String {
+        self.log_shown.store(true, Ordering::Relaxed);
         let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(40)..].join("\n");
@@ -520,7 +537,7 @@ impl Camera {
 
 impl Drop for Camera {
     fn drop(&mut self) {
-        if thread::panicking() {
+        if thread::panicking() && !self.log_shown.load(Ordering::Relaxed) {
             eprintln!("{}", self.log_tail());
         }
         if let Some(mut child) = self.child.take() {

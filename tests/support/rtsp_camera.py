@@ -13,9 +13,11 @@ keyframe a second). CODEC is h264 (x264enc, zerolatency, no B-frames) or h265 (x
 zerolatency, no B-frames). `--audio NAME` adds a mono 16 kHz AAC track to stream NAME as a
 second RTP stream (RFC 3640 mpeg4-generic, as most IP cameras send it).
 
-Media are shared: every client of one path sees the same encoder, like a real camera, so
-a client that joins late starts mid-GOP and must wait for a keyframe. The pipeline runs
-only while at least one client is connected.
+Media are shared: every client of one path sees the same encoder, like a real camera. The
+pipeline starts (on a keyframe) with the first client and stops after the last one leaves.
+A client that joins a running stream starts mid-GOP and must wait for the next keyframe,
+as with most real cameras, and its arrival does not disturb the clients already watching
+(see `behave_like_a_camera`).
 
 Contract with the test harness (tests/support/camera.rs):
   * stdout: exactly one line `READY rtsp://127.0.0.1:PORT`, flushed, once the server
@@ -198,17 +200,18 @@ def launch_line(s, args):
         f"{overlay}videoconvert ! video/x-raw,format=I420 ! "
     )
     if s.codec == "h264":
-        # zerolatency: no lookahead, no B-frames (cameras rarely send them and retina
-        # assumes decode order = presentation order for most of them).
+        # zerolatency: no lookahead, no B-frames (most IP cameras send none, and decode
+        # order = presentation order keeps the timestamps simple).
         video += (
-            f"x264enc tune=zerolatency speed-preset=ultrafast threads=1 bframes=0 "
+            f"x264enc name=venc tune=zerolatency speed-preset=ultrafast threads=1 bframes=0 "
             f"bitrate={args.bitrate} key-int-max={s.gop} ! "
             "h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1"
         )
     else:
-        # pools/frame-threads=1 keep x265 to about one core on the 2-core CI box.
+        # pools/frame-threads=1: one worker thread, so x265 does not spread over every core
+        # of a small CI box (measured: under 10% of a core at 640x360, 10 fps).
         video += (
-            f"x265enc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate} "
+            f"x265enc name=venc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate} "
             f'key-int-max={s.gop} option-string="bframes=0:pools=1:frame-threads=1" ! '
             "h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
@@ -220,6 +223,40 @@ def launch_line(s, args):
             f"{aac_encoder()} ! aacparse ! rtpmp4gpay name=pay1 pt=97"
         )
     return f"( {video}{audio} )"
+
+
+def behave_like_a_camera(_factory, media):
+    """Keep a shared stream steady when another client joins, as a camera's encoder is.
+
+    Left alone, GstRtspServer answers every PLAY that carries `Range: npt=0-` (ffmpeg sends
+    one, as do most clients) with a flushing seek of the shared pipeline: the encoder restarts
+    on a fresh keyframe, so the newcomer never sees a mid-GOP start and the clients already
+    watching get an unscheduled keyframe. Answering the SEEKING query as "not seekable"
+    (GstRTSPMedia then skips the seek) and dropping force-key-unit requests (RTCP PLI/FIR)
+    keeps the encoder to its own GOP.
+    """
+
+    def on_query(_pad, info):
+        if info.get_query().type == Gst.QueryType.SEEKING:
+            # A fresh SEEKING query already says seekable=false; PyGObject holds an extra
+            # reference, so the query is not writable and cannot be set here.
+            return Gst.PadProbeReturn.HANDLED
+        return Gst.PadProbeReturn.OK
+
+    def on_event(_pad, info):
+        event = info.get_event()
+        if event.type == Gst.EventType.CUSTOM_UPSTREAM and event.has_name("GstForceKeyUnit"):
+            return Gst.PadProbeReturn.DROP
+        return Gst.PadProbeReturn.OK
+
+    element = media.get_element()
+    for name in ("pay0", "pay1"):
+        pay = element.get_by_name(name)
+        if pay is not None:
+            pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, on_query)
+    element.get_by_name("venc").get_static_pad("src").add_probe(
+        Gst.PadProbeType.EVENT_UPSTREAM, on_event
+    )
 
 
 def setup_auth(server, args, factories):
@@ -263,6 +300,7 @@ def main(argv):
         f = GstRtspServer.RTSPMediaFactory()
         f.set_launch(line)
         f.set_shared(True)
+        f.connect("media-configure", behave_like_a_camera)
         mounts.add_factory(f"/{s.name}", f)
         factories.append(f)
         log(
