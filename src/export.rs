@@ -152,7 +152,7 @@ pub fn plan(store: &Store, camera: &str, from_ms: i64, to_ms: i64) -> Result<Exp
             buffer,
         });
     };
-    let init = first.init.clone();
+    let init = first.init;
     let mut parts: Vec<SegmentMeta> = Vec::new();
     let mut gaps = Vec::new();
     let mut stopped = None;

@@ -149,3 +149,66 @@ fn api_refuses_requests_without_the_token() {
     // With the token (what the CLI does), it answers.
     assert_eq!(d.get("/api/v1/status")["paired"], false);
 }
+
+#[test]
+fn aac_audio_is_kept_when_enabled_and_left_out_when_not() {
+    let cam = Camera::builder()
+        .stream_config(Stream::new("av", Codec::H264).fps(15).gop(15).audio())
+        .start();
+    let body = format!(
+        "{FAST_INGEST}{}{}",
+        camera_toml("with-audio", &cam.url("av"), "audio = true"),
+        camera_toml("video-only", &cam.url("av"), "")
+    );
+    let d = Daemon::start(&body);
+    for id in ["with-audio", "video-only"] {
+        d.wait_camera(id, Duration::from_secs(60), "5 s buffered", |c| buffered_secs(c) >= 5.0);
+    }
+    assert_eq!(d.camera("with-audio")["audio"], "aac");
+    assert!(d.camera("video-only")["audio"].is_null());
+
+    let clip = out_path(&d, "av.mp4");
+    d.cli_ok(&["export", "--camera", "with-audio", "--last", "4s", "-o", clip.to_str().unwrap()]);
+    let p = probe(&clip);
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{p:?}");
+    assert_eq!(p.codec_name, "h264");
+    decode_ok(&clip);
+
+    let clip = out_path(&d, "v.mp4");
+    d.cli_ok(&["export", "--camera", "video-only", "--last", "4s", "-o", clip.to_str().unwrap()]);
+    assert_eq!(probe(&clip).audio_codec, None);
+}
+
+#[test]
+fn a_camera_that_comes_back_with_another_resolution_gets_a_new_init_segment() {
+    let mut cam = Camera::builder()
+        .stream_config(Stream::new("s", Codec::H264).size(320, 240).fps(15).gop(15))
+        .start();
+    let port = cam.port();
+    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
+    let before = d.wait_camera("c", Duration::from_secs(60), "3 s buffered", |c| buffered_secs(c) >= 3.0);
+    cam.stop();
+    drop(cam);
+    let _cam2 = Camera::builder()
+        .stream_config(Stream::new("s", Codec::H264).size(640, 360).fps(15).gop(15))
+        .port(port)
+        .start();
+    let after = d.wait_camera("c", Duration::from_secs(60), "new resolution streaming", |c| {
+        c["width"] == 640 && c["buffered_to_ms"].as_i64() > Some(before["buffered_to_ms"].as_i64().unwrap() + 3_000)
+    });
+    let from = after["buffered_from_ms"].as_i64().unwrap();
+    let to = after["buffered_to_ms"].as_i64().unwrap();
+    // The whole range: the export stops at the change and says where to continue.
+    let plan = d.get(&format!("/api/v1/export/plan?camera=c&from={from}&to={to}"));
+    let change = plan["stopped_at_parameter_change_ms"].as_i64().expect("change reported");
+    let clip = out_path(&d, "old.mp4");
+    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
+    let out = d.cli_ok(&["export", "--camera", "c", "--from", &rfc(from), "--to", &rfc(to), "-o", clip.to_str().unwrap()]);
+    assert!(out.contains("changed its stream parameters"), "{out}");
+    assert_eq!((probe(&clip).width, probe(&clip).height), (320, 240));
+    let clip = out_path(&d, "new.mp4");
+    d.cli_ok(&["export", "--camera", "c", "--from", &rfc(change), "--to", &rfc(to), "-o", clip.to_str().unwrap()]);
+    let p = probe(&clip);
+    assert_eq!((p.width, p.height), (640, 360));
+    decode_ok(&clip);
+}

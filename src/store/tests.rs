@@ -676,6 +676,30 @@ fn sled_blobs_dir_replaced_by_a_file_is_moved_aside_and_rebuilt() {
 }
 
 #[test]
+fn every_sled_file_scribbled_over_is_moved_aside_and_rebuilt() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let expected = populated(dir.path());
+    let mut sled_files = Vec::new();
+    walk(&dir.path().join("index"), &mut sled_files);
+    assert!(!sled_files.is_empty());
+    for f in sled_files {
+        fs::write(&f, b"this is not a sled database").unwrap();
+    }
+    let report = reopen_expecting(dir.path(), &expected);
+    assert_moved_aside(dir.path(), &report);
+}
+
+#[test]
 fn random_byte_flips_in_sled_db_never_panic_nor_lose_segments() {
     for seed in 1..=12u64 {
         let dir = tempfile::tempdir().unwrap();
