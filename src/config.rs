@@ -226,8 +226,8 @@ pub struct CameraSpec {
 }
 
 impl CameraSpec {
-    /// The URL that is ingested: the substream when `record = "sub"`, else the main stream.
-    pub fn ingest_url(&self) -> &Url {
+    /// The URL recorded to disk: the substream when `record = "sub"`, else the main stream.
+    pub fn recorded_url(&self) -> &Url {
         match (self.record, &self.substream_url) {
             (Record::Sub, Some(sub)) => sub,
             _ => &self.url,

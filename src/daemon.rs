@@ -144,7 +144,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         .cameras
         .iter()
         .map(|spec| CameraHandle {
-            health: Health::new(&spec.id, &spec.name, spec.ingest_url().as_str()),
+            health: Health::new(&spec.id, &spec.name, spec.url.as_str()),
             live: LiveFeed::new(),
             spec: spec.clone(),
         })

@@ -212,3 +212,23 @@ fn a_camera_that_comes_back_with_another_resolution_gets_a_new_init_segment() {
     assert_eq!((p.width, p.height), (640, 360));
     decode_ok(&clip);
 }
+
+#[test]
+fn record_sub_stores_the_substream_while_the_main_stream_stays_live() {
+    let cam = Camera::builder()
+        .stream_config(Stream::new("main", Codec::H264).size(640, 360).fps(15).gop(15))
+        .stream_config(Stream::new("sub", Codec::H264).size(320, 240).fps(15).gop(15))
+        .start();
+    let extra = format!("substream_url = \"{}\"\nrecord = \"sub\"", cam.url("sub"));
+    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("main"), &extra)));
+    let c = d.wait_camera("c", Duration::from_secs(60), "4 s buffered", |c| buffered_secs(c) >= 4.0);
+    // Health (and the live path) is the main stream...
+    assert_eq!((c["width"].as_u64(), c["height"].as_u64()), (Some(640), Some(360)), "{c:#}");
+    assert_eq!(c["record"], "sub");
+    // ...while the disk holds the substream.
+    let clip = out_path(&d, "sub.mp4");
+    d.cli_ok(&["export", "--camera", "c", "--last", "3s", "-o", clip.to_str().unwrap()]);
+    let p = probe(&clip);
+    assert_eq!((p.width, p.height), (320, 240));
+    decode_ok(&clip);
+}

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::config::{CameraSpec, IngestConfig};
+use url::Url;
+
+use crate::config::{CameraSpec, IngestConfig, Record};
 use crate::daemon::Shutdown;
 use crate::store::Store;
 use backoff::Backoff;
@@ -107,52 +109,38 @@ impl CameraWorker {
     }
 
     /// Runs sessions until shutdown, reconnecting forever.
+    ///
+    /// With `record = "sub"` two sessions run side by side: the main stream feeds the live
+    /// path (full quality for sharing, pre-roll in memory) and the substream feeds the store
+    /// (fewer bytes on the SD card). The camera's health shows the main stream; the
+    /// substream's failures are logged and its segments counted in the same health.
     pub async fn run(self) {
-        let mut backoff = Backoff::new(self.opts.backoff_initial.0, self.opts.backoff_max.0);
+        let record = self.spec.record != Record::Off;
         let (writer, writer_task) = writer::SegmentWriter::spawn(
             self.spec.id.clone(),
             self.store.clone(),
             self.health.clone(),
-            self.spec.record != crate::config::Record::Off,
+            record,
         );
-        let mut attempt = 0u64;
-        loop {
-            self.health.connecting(attempt > 0);
-            attempt += 1;
-            let started = Instant::now();
-            let result = session::run_once(
-                &self.spec,
-                &self.opts,
-                &self.health,
-                &self.live,
-                &writer,
-                &self.shutdown,
-            )
-            .await;
-            self.live.lost();
-            if self.shutdown.is_triggered() {
-                break;
+        match (&self.spec.record, &self.spec.substream_url) {
+            (Record::Sub, Some(sub_url)) => {
+                let (no_writer, _) = writer::SegmentWriter::spawn(
+                    self.spec.id.clone(),
+                    self.store.clone(),
+                    self.health.clone(),
+                    false,
+                );
+                let sub_health = Health::new(&self.spec.id, &self.spec.name, sub_url.as_str());
+                // Nobody subscribes to the substream's live feed; it only feeds the writer.
+                let sub_live = LiveFeed::new();
+                tokio::join!(
+                    self.session_loop(&self.spec.url, &self.health, &self.live, &no_writer),
+                    self.session_loop(sub_url, &sub_health, &sub_live, &writer),
+                );
             }
-            if started.elapsed() >= HEALTHY_SESSION {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay(fastrand::f64());
-            match &result {
-                Ok(()) => {}
-                Err(IngestError::Rtsp { reason, detail }) => {
-                    warn!(camera = %self.spec.id, %reason, %detail, retry_in = ?delay, "Camera session failed");
-                }
-                Err(e) => warn!(camera = %self.spec.id, error = %e, retry_in = ?delay, "Camera session failed"),
-            }
-            let reason = match result {
-                Ok(()) => IngestError::StreamEnded.to_string(),
-                Err(e) => e.to_string(),
-            };
-            self.health.failed(reason, now_ms());
-            tokio::select! {
-                biased;
-                _ = self.shutdown.wait() => break,
-                _ = tokio::time::sleep(delay) => {}
+            _ => {
+                self.session_loop(&self.spec.url, &self.health, &self.live, &writer)
+                    .await
             }
         }
         drop(writer);
@@ -160,6 +148,52 @@ impl CameraWorker {
         let _ = writer_task.await;
         self.health.stopped();
         info!(camera = %self.spec.id, "Camera worker stopped");
+    }
+
+    async fn session_loop(&self, url: &Url, health: &Health, live: &LiveFeed, writer: &writer::SegmentWriter) {
+        let mut backoff = Backoff::new(self.opts.backoff_initial.0, self.opts.backoff_max.0);
+        let mut attempt = 0u64;
+        loop {
+            health.connecting(attempt > 0);
+            attempt += 1;
+            let started = Instant::now();
+            let result = session::run_once(
+                &self.spec,
+                url,
+                &self.opts,
+                health,
+                live,
+                writer,
+                &self.shutdown,
+            )
+            .await;
+            live.lost();
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            if started.elapsed() >= HEALTHY_SESSION {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay(fastrand::f64());
+            let url = crate::config::redact_url(url.as_str());
+            match &result {
+                Ok(()) => {}
+                Err(IngestError::Rtsp { reason, detail }) => {
+                    warn!(camera = %self.spec.id, %url, %reason, %detail, retry_in = ?delay, "Camera session failed");
+                }
+                Err(e) => warn!(camera = %self.spec.id, %url, error = %e, retry_in = ?delay, "Camera session failed"),
+            }
+            let reason = match result {
+                Ok(()) => IngestError::StreamEnded.to_string(),
+                Err(e) => e.to_string(),
+            };
+            health.failed(reason, now_ms());
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 }
 

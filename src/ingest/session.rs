@@ -19,6 +19,7 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tracing::{debug, info};
+use url::Url;
 
 use super::duration::DurationFiller;
 use super::health::Health;
@@ -32,6 +33,7 @@ use crate::media::{Frame, StreamInfo, TrackInfo, TrackKind};
 /// Runs one session. `Ok(())` means shutdown was requested; the stream ending is an error.
 pub async fn run_once(
     spec: &CameraSpec,
+    url: &Url,
     opts: &IngestConfig,
     health: &Health,
     live: &LiveFeed,
@@ -47,7 +49,7 @@ pub async fn run_once(
             .creds(creds)
             .user_agent(format!("porchlight/{}", env!("CARGO_PKG_VERSION")))
             .teardown(TeardownPolicy::Auto);
-        let mut session = Session::describe(spec.ingest_url().clone(), session_opts)
+        let mut session = Session::describe(url.clone(), session_opts)
             .await
             .map_err(|e| IngestError::rtsp(&e))?;
         let streams = session.streams();
@@ -96,7 +98,7 @@ pub async fn run_once(
             Err(_) => return Err(IngestError::ConnectTimeout(opts.connect_timeout.0)),
         },
     };
-    info!(camera = %spec.id, url = %config::redact_url(spec.ingest_url().as_str()), "Camera session playing");
+    info!(camera = %spec.id, url = %config::redact_url(url.as_str()), "Camera session playing");
 
     let mut info: Option<Arc<StreamInfo>> = None;
     let mut audio_track: Option<TrackInfo> = None;
