@@ -507,7 +507,10 @@ fn check_rtsp_url(who: &str, key: &str, raw: &str, problems: &mut Vec<String>) -
     let url = match Url::parse(raw) {
         Ok(u) => u,
         Err(e) => {
-            problems.push(format!("{who}: {key} {:?} is not a URL: {e}", redact_url(raw)));
+            problems.push(format!(
+                "{who}: {key} {:?} is not a URL: {e}",
+                redact_url(raw)
+            ));
             return None;
         }
     };

@@ -195,9 +195,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     }
     info!("Shutting down: stopping ingest");
     ingest_trigger.trigger();
-    let drain = async {
-        while ingest.join_next().await.is_some() {}
-    };
+    let drain = async { while ingest.join_next().await.is_some() {} };
     tokio::select! {
         _ = drain => {}
         r = wait_for_signal() => {

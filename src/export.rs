@@ -130,9 +130,16 @@ impl ExportPlan {
 }
 
 /// Chooses the segments for `[from_ms, to_ms)` of `camera`.
-pub fn plan(store: &Store, camera: &str, from_ms: i64, to_ms: i64) -> Result<ExportPlan, ExportError> {
+pub fn plan(
+    store: &Store,
+    camera: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<ExportPlan, ExportError> {
     if to_ms <= from_ms {
-        return Err(ExportError::BadRange("the end must be after the start".into()));
+        return Err(ExportError::BadRange(
+            "the end must be after the start".into(),
+        ));
     }
     let found = store.segments(camera, from_ms, to_ms)?;
     let Some(first) = found.first() else {
@@ -153,7 +160,8 @@ pub fn plan(store: &Store, camera: &str, from_ms: i64, to_ms: i64) -> Result<Exp
         });
     };
     let init = first.init;
-    let mut parts: Vec<SegmentMeta> = Vec::new();
+    let lead_in = keyframe_lead_in(store, first)?;
+    let mut parts: Vec<SegmentMeta> = lead_in;
     let mut gaps = Vec::new();
     let mut stopped = None;
     for seg in found {
@@ -184,6 +192,48 @@ pub fn plan(store: &Store, camera: &str, from_ms: i64, to_ms: i64) -> Result<Exp
         stopped_at_parameter_change_ms: stopped,
         parts,
     })
+}
+
+/// At most this many earlier segments are prepended to reach a keyframe.
+const MAX_LEAD_IN: usize = 32;
+
+/// The segments to prepend so the export starts with a keyframe.
+///
+/// Segments normally start at a keyframe, but a camera with an overlong GOP gets its GOP cut
+/// into continuation segments that do not (see `media::segmenter`). Such a segment decodes only
+/// after the ones before it, back to the keyframe: read the first sample's flags and walk back
+/// through contiguous segments of the same init until one starts with a sync sample.
+fn keyframe_lead_in(store: &Store, first: &SegmentMeta) -> Result<Vec<SegmentMeta>, ExportError> {
+    let mut lead = Vec::new();
+    let mut cur = first.clone();
+    while !starts_with_keyframe(store, &cur)? && lead.len() < MAX_LEAD_IN {
+        let prev = store
+            .segments(&cur.camera, cur.start_ms - GAP_TOLERANCE_MS, cur.start_ms)?
+            .into_iter()
+            .rfind(|s| s.start_ms < cur.start_ms && s.init == cur.init);
+        match prev {
+            Some(p) => {
+                lead.push(p.clone());
+                cur = p;
+            }
+            // The keyframe was evicted: export what there is; players start at the next one.
+            None => break,
+        }
+    }
+    lead.reverse();
+    Ok(lead)
+}
+
+fn starts_with_keyframe(store: &Store, seg: &SegmentMeta) -> Result<bool, ExportError> {
+    let bytes = store.read_segment(seg)?;
+    let parsed = crate::media::mp4::parse_fragment(&bytes)
+        .map_err(|source| crate::media::export::ExportError::Fragment { index: 0, source })?;
+    Ok(parsed
+        .tracks
+        .iter()
+        .find(|t| t.track_id == crate::media::mp4::VIDEO_TRACK_ID)
+        .and_then(|t| t.samples.first())
+        .is_none_or(|s| s.is_sync()))
 }
 
 /// Bytes of the MP4 handed to the HTTP layer at a time.
@@ -260,8 +310,108 @@ impl std::io::Write for ChannelWriter {
             return Ok(());
         }
         let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "export reader went away"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "export reader went away")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::segmenter::{Segmenter, SegmenterConfig};
+    use crate::media::{Frame, StreamInfo, TrackInfo, TrackKind};
+    use crate::store::{NewSegment, StoreOptions};
+
+    const T0: i64 = 1_790_000_000_000;
+
+    /// A store holding 12 s of 25 fps video with a keyframe every 4 s, cut into 1 s segments:
+    /// only every fourth segment starts with a keyframe (a camera with an overlong GOP).
+    fn long_gop_store(dir: &std::path::Path) -> Store {
+        let (store, _) = Store::open(
+            dir,
+            StoreOptions::new(1 << 30, std::time::Duration::from_secs(86_400)),
+        )
+        .unwrap();
+        let info = StreamInfo {
+            video: TrackInfo {
+                kind: TrackKind::Video,
+                timescale: 90_000,
+                // A bare sample entry box is enough: nothing here decodes the pictures.
+                sample_entry: vec![0, 0, 0, 8, b'a', b'v', b'c', b'1'],
+                width: 64,
+                height: 64,
+            },
+            audio: None,
+        };
+        let config = SegmenterConfig {
+            max_segment_ms: 1_000,
+            ..SegmenterConfig::default()
+        };
+        let mut seg = Segmenter::with_config(&info, config);
+        let init = store.put_init("cam", seg.init_segment()).unwrap();
+        let mut put = |s: crate::media::segmenter::Segment| {
+            store
+                .put_segment(
+                    "cam",
+                    NewSegment {
+                        init,
+                        start_ms: s.start_ms,
+                        end_ms: s.end_ms,
+                        video_frames: s.video_frames,
+                        audio_frames: s.audio_frames,
+                        bytes: s.fragment,
+                    },
+                )
+                .unwrap();
+        };
+        for n in 0..300i64 {
+            let f = Frame {
+                track: TrackKind::Video,
+                dts: n * 3600,
+                duration: 3600,
+                wall_ms: T0 + n * 40,
+                is_key: n % 100 == 0,
+                data: bytes::Bytes::from(vec![0u8; 100]),
+            };
+            if let Some(s) = seg.push(f) {
+                put(s);
+            }
+        }
+        if let Some(s) = seg.flush() {
+            put(s);
+        }
+        store
+    }
+
+    #[test]
+    fn export_inside_an_overlong_gop_starts_at_its_keyframe() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = long_gop_store(dir.path());
+        // 6.5 s is inside the GOP that starts at 4 s, in its third continuation segment.
+        let plan = plan(&store, "cam", T0 + 6_500, T0 + 7_000).unwrap();
+        assert_eq!(plan.from_ms, T0 + 4_000, "{plan:?}");
+        assert!(starts_with_keyframe(&store, &plan.parts[0]).unwrap());
+        assert_eq!(plan.segments, 3, "4-5 s, 5-6 s and 6-7 s");
+        assert!(plan.gaps.is_empty());
+    }
+
+    #[test]
+    fn export_at_a_keyframe_segment_needs_no_lead_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = long_gop_store(dir.path());
+        let plan = plan(&store, "cam", T0 + 8_000, T0 + 8_500).unwrap();
+        assert_eq!(plan.from_ms, T0 + 8_000);
+        assert_eq!(plan.segments, 1);
+    }
+
+    #[test]
+    fn nothing_in_range_names_what_the_buffer_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = long_gop_store(dir.path());
+        let err = plan(&store, "cam", T0 - 60_000, T0 - 30_000).unwrap_err();
+        assert!(err.to_string().contains("the buffer holds"), "{err}");
+        let err = plan(&store, "cam", T0 + 5, T0).unwrap_err();
+        assert!(matches!(err, ExportError::BadRange(_)));
     }
 }

@@ -112,7 +112,9 @@ impl FromStr for Dur {
         }
         let mut total_ms: u64 = 0;
         while !rest.is_empty() {
-            let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits_end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits_end == 0 {
                 return Err(UnitError::NoNumber(s.to_owned()));
             }
@@ -155,7 +157,12 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (name, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (name, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms >= size {
                 write!(f, "{}{name}", ms / size)?;
                 ms %= size;
@@ -227,7 +234,10 @@ mod tests {
             "5 parsecs".parse::<ByteSize>(),
             Err(UnitError::UnknownUnit { .. })
         ));
-        assert!(matches!("GiB".parse::<ByteSize>(), Err(UnitError::NoNumber(_))));
+        assert!(matches!(
+            "GiB".parse::<ByteSize>(),
+            Err(UnitError::NoNumber(_))
+        ));
         assert!(matches!(
             "99999999999 TiB".parse::<ByteSize>(),
             Err(UnitError::Overflow(_))
@@ -264,7 +274,10 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_print_back_in_their_notation() {
-        assert_eq!(Dur(Duration::from_millis(5_400_500)).to_string(), "1h30m500ms");
+        assert_eq!(
+            Dur(Duration::from_millis(5_400_500)).to_string(),
+            "1h30m500ms"
+        );
         assert_eq!(ByteSize(8 << 30).to_string(), "8 GiB");
         assert_eq!(ByteSize(1536).to_string(), "1.5 KiB");
         assert_eq!(ByteSize(12).to_string(), "12 B");

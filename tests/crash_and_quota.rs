@@ -24,7 +24,14 @@ fn span(c: &serde_json::Value) -> (i64, i64) {
 fn export_ok(d: &Daemon, cam: &str, from: i64, to: i64, name: &str) -> support::ffprobe::Probe {
     let clip = d.dir.path().join(name);
     d.cli_ok(&[
-        "export", "--camera", cam, "--from", &rfc(from), "--to", &rfc(to), "-o",
+        "export",
+        "--camera",
+        cam,
+        "--from",
+        &rfc(from),
+        "--to",
+        &rfc(to),
+        "-o",
         clip.to_str().unwrap(),
     ]);
     decode_ok(&clip);
@@ -36,7 +43,10 @@ fn kill_9_during_ingest_repeatedly_keeps_every_stored_segment() {
     let cam = Camera::builder()
         .stream_config(Stream::new("s", Codec::H264).fps(15).gop(8))
         .start();
-    let mut d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
+    let mut d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("s"), "")
+    ));
     let mut acknowledged: Vec<(i64, i64)> = Vec::new();
     for round in 0..4 {
         let c = d.wait_camera("c", Duration::from_secs(60), "new segments", |c| {
@@ -50,8 +60,11 @@ fn kill_9_during_ingest_repeatedly_keeps_every_stored_segment() {
         let after = d.camera("c");
         let (from, to) = span(&after);
         let (_, acked_to) = *acknowledged.last().unwrap();
-        assert!(from <= acknowledged[0].0 && to >= acked_to,
-            "round {round}: acknowledged up to {acked_to}, store now has {from}..{to}\n{}", d.logs());
+        assert!(
+            from <= acknowledged[0].0 && to >= acked_to,
+            "round {round}: acknowledged up to {acked_to}, store now has {from}..{to}\n{}",
+            d.logs()
+        );
     }
     // Every earlier range still exports and decodes; the whole buffer too.
     let (first_from, _) = acknowledged[0];
@@ -71,7 +84,10 @@ fn kill_9_during_ingest_repeatedly_keeps_every_stored_segment() {
 #[test]
 fn damaged_index_is_moved_aside_and_rebuilt_from_the_files() {
     let cam = Camera::h264("s");
-    let mut d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
+    let mut d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("s"), "")
+    ));
     let c = d.wait_camera("c", Duration::from_secs(60), "4 s buffered", |c| {
         let (a, b) = span(c);
         b - a >= 4_000
@@ -84,7 +100,10 @@ fn damaged_index_is_moved_aside_and_rebuilt_from_the_files() {
     }
     d.restart();
     let status = d.get("/api/v1/status");
-    assert!(status["storage"]["used_bytes"].as_u64().unwrap() > 0, "{status:#}");
+    assert!(
+        status["storage"]["used_bytes"].as_u64().unwrap() > 0,
+        "{status:#}"
+    );
     let moved = std::fs::read_dir(d.data_dir())
         .unwrap()
         .filter_map(Result::ok)
@@ -132,7 +151,10 @@ fn small_quota_evicts_oldest_and_disk_use_stays_within_quota_plus_one_segment() 
         if written > 2 * quota {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "camera too slow: {status:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "camera too slow: {status:#}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     let c = d.camera("c");
@@ -145,7 +167,9 @@ fn small_quota_evicts_oldest_and_disk_use_stays_within_quota_plus_one_segment() 
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.filter_map(Result::ok) {
         let p = e.path();
         if p.is_dir() {

@@ -18,11 +18,21 @@ fn buffered_secs(c: &serde_json::Value) -> f64 {
 #[test]
 fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     let secured = Camera::builder()
-        .stream_config(Stream::new("main", Codec::H264).size(320, 240).fps(15).gop(15))
+        .stream_config(
+            Stream::new("main", Codec::H264)
+                .size(320, 240)
+                .fps(15)
+                .gop(15),
+        )
         .auth("viewer", "s3cret-pw")
         .start();
     let plain = Camera::builder()
-        .stream_config(Stream::new("hevc", Codec::H265).size(320, 240).fps(15).gop(15))
+        .stream_config(
+            Stream::new("hevc", Codec::H265)
+                .size(320, 240)
+                .fps(15)
+                .gop(15),
+        )
         .start();
     let pw_dir = tempfile::tempdir().unwrap();
     let pw_file = pw_dir.path().join("pw");
@@ -32,7 +42,10 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
         camera_toml(
             "front",
             &secured.url("main"),
-            &format!("username = \"viewer\"\npassword_file = {:?}", pw_file.display().to_string())
+            &format!(
+                "username = \"viewer\"\npassword_file = {:?}",
+                pw_file.display().to_string()
+            )
         ),
         camera_toml("yard", &plain.url("hevc"), "")
     );
@@ -46,7 +59,10 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     let front = d.camera("front");
     assert_eq!(front["state"], "streaming", "{front:#}");
     assert_eq!(front["codec"], "h264");
-    assert_eq!((front["width"].as_u64(), front["height"].as_u64()), (Some(320), Some(240)));
+    assert_eq!(
+        (front["width"].as_u64(), front["height"].as_u64()),
+        (Some(320), Some(240))
+    );
     let fps = front["fps"].as_f64().expect("fps measured");
     assert!((12.0..=18.0).contains(&fps), "fps {fps}");
     assert!(front["bitrate_bps"].as_u64().unwrap() > 10_000);
@@ -58,7 +74,14 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
     let clip = out_path(&d, "front.mp4");
     let out = d.cli_ok(&[
-        "export", "--camera", "front", "--from", &rfc(from_ms), "--to", &rfc(to_ms), "-o",
+        "export",
+        "--camera",
+        "front",
+        "--from",
+        &rfc(from_ms),
+        "--to",
+        &rfc(to_ms),
+        "-o",
         clip.to_str().unwrap(),
     ]);
     assert!(out.contains("wrote"), "{out}");
@@ -66,7 +89,11 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     assert_eq!(p.codec_name, "h264");
     assert_eq!((p.width, p.height), (320, 240));
     // Whole GOPs (1 s at 15 fps) covering 6 s: between 6 and 8 s of frames.
-    assert!((6.0..=8.5).contains(&p.duration_s), "duration {} ({out})", p.duration_s);
+    assert!(
+        (6.0..=8.5).contains(&p.duration_s),
+        "duration {} ({out})",
+        p.duration_s
+    );
     let expected = p.duration_s * 15.0;
     assert!(
         (p.nb_frames as f64 - expected).abs() <= 3.0,
@@ -74,14 +101,24 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
         p.nb_frames,
         p.duration_s
     );
-    let plan = d.get(&format!("/api/v1/export/plan?camera=front&from={from_ms}&to={to_ms}"));
+    let plan = d.get(&format!(
+        "/api/v1/export/plan?camera=front&from={from_ms}&to={to_ms}"
+    ));
     assert_eq!(plan["video_frames"].as_u64(), Some(p.nb_frames), "{plan:#}");
     assert!(plan["from_ms"].as_i64().unwrap() <= from_ms);
     decode_ok(&clip);
 
     // H.265, with --last.
     let clip = out_path(&d, "yard.mp4");
-    d.cli_ok(&["export", "--camera", "yard", "--last", "5s", "-o", clip.to_str().unwrap()]);
+    d.cli_ok(&[
+        "export",
+        "--camera",
+        "yard",
+        "--last",
+        "5s",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     let p = probe(&clip);
     assert_eq!(p.codec_name, "hevc");
     assert_eq!((p.width, p.height), (320, 240));
@@ -93,7 +130,10 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     assert!(status.contains("2 configured, 2 streaming"), "{status}");
     assert!(status.contains("not paired"), "{status}");
     let cams = d.cli_ok(&["cameras"]);
-    assert!(cams.contains("h264 320x240") && cams.contains("h265 320x240"), "{cams}");
+    assert!(
+        cams.contains("h264 320x240") && cams.contains("h265 320x240"),
+        "{cams}"
+    );
     for text in [&status, &cams, &d.logs()] {
         assert!(!text.contains("s3cret-pw"), "password leaked:\n{text}");
     }
@@ -102,16 +142,31 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
 #[test]
 fn export_outside_the_buffer_says_so() {
     let cam = Camera::h264("cam");
-    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c1", &cam.url("cam"), "")));
-    d.wait_camera("c1", Duration::from_secs(60), "3 s buffered", |c| buffered_secs(c) >= 3.0);
+    let d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c1", &cam.url("cam"), "")
+    ));
+    d.wait_camera("c1", Duration::from_secs(60), "3 s buffered", |c| {
+        buffered_secs(c) >= 3.0
+    });
     let clip = out_path(&d, "old.mp4");
     let out = d.cli(&[
-        "export", "--camera", "c1", "--from", "2020-01-01T00:00:00Z", "--to",
-        "2020-01-01T00:05:00Z", "-o", clip.to_str().unwrap(),
+        "export",
+        "--camera",
+        "c1",
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2020-01-01T00:05:00Z",
+        "-o",
+        clip.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nothing is buffered") && err.contains("the buffer holds"), "{err}");
+    assert!(
+        err.contains("nothing is buffered") && err.contains("the buffer holds"),
+        "{err}"
+    );
     assert!(!clip.exists());
 
     // A range that starts before the buffer is exported from its start, with a note.
@@ -119,8 +174,15 @@ fn export_outside_the_buffer_says_so() {
     let first = c["buffered_from_ms"].as_i64().unwrap();
     let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
     let out = d.cli_ok(&[
-        "export", "--camera", "c1", "--from", &rfc(first - 60_000), "--to", &rfc(first + 2_000),
-        "-o", clip.to_str().unwrap(),
+        "export",
+        "--camera",
+        "c1",
+        "--from",
+        &rfc(first - 60_000),
+        "--to",
+        &rfc(first + 2_000),
+        "-o",
+        clip.to_str().unwrap(),
     ]);
     assert!(out.contains("note: nothing buffered from"), "{out}");
     decode_ok(&clip);
@@ -139,12 +201,19 @@ fn api_refuses_requests_without_the_token() {
         .new_agent();
     let resp = agent.get(&url).call().unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = agent.get(&url).header("Authorization", "Bearer 00").call().unwrap();
+    let resp = agent
+        .get(&url)
+        .header("Authorization", "Bearer 00")
+        .call()
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let body = resp.into_body().read_to_string().unwrap();
     assert!(body.contains("\"unauthorized\""), "{body}");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(d.data_dir().join("api.token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(d.data_dir().join("api.token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     // With the token (what the CLI does), it answers.
     assert_eq!(d.get("/api/v1/status")["paired"], false);
@@ -162,20 +231,38 @@ fn aac_audio_is_kept_when_enabled_and_left_out_when_not() {
     );
     let d = Daemon::start(&body);
     for id in ["with-audio", "video-only"] {
-        d.wait_camera(id, Duration::from_secs(60), "5 s buffered", |c| buffered_secs(c) >= 5.0);
+        d.wait_camera(id, Duration::from_secs(60), "5 s buffered", |c| {
+            buffered_secs(c) >= 5.0
+        });
     }
     assert_eq!(d.camera("with-audio")["audio"], "aac");
     assert!(d.camera("video-only")["audio"].is_null());
 
     let clip = out_path(&d, "av.mp4");
-    d.cli_ok(&["export", "--camera", "with-audio", "--last", "4s", "-o", clip.to_str().unwrap()]);
+    d.cli_ok(&[
+        "export",
+        "--camera",
+        "with-audio",
+        "--last",
+        "4s",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     let p = probe(&clip);
     assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{p:?}");
     assert_eq!(p.codec_name, "h264");
     decode_ok(&clip);
 
     let clip = out_path(&d, "v.mp4");
-    d.cli_ok(&["export", "--camera", "video-only", "--last", "4s", "-o", clip.to_str().unwrap()]);
+    d.cli_ok(&[
+        "export",
+        "--camera",
+        "video-only",
+        "--last",
+        "4s",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     assert_eq!(probe(&clip).audio_codec, None);
 }
 
@@ -185,29 +272,63 @@ fn a_camera_that_comes_back_with_another_resolution_gets_a_new_init_segment() {
         .stream_config(Stream::new("s", Codec::H264).size(320, 240).fps(15).gop(15))
         .start();
     let port = cam.port();
-    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
-    let before = d.wait_camera("c", Duration::from_secs(60), "3 s buffered", |c| buffered_secs(c) >= 3.0);
+    let d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("s"), "")
+    ));
+    let before = d.wait_camera("c", Duration::from_secs(60), "3 s buffered", |c| {
+        buffered_secs(c) >= 3.0
+    });
     cam.stop();
     drop(cam);
     let _cam2 = Camera::builder()
         .stream_config(Stream::new("s", Codec::H264).size(640, 360).fps(15).gop(15))
         .port(port)
         .start();
-    let after = d.wait_camera("c", Duration::from_secs(60), "new resolution streaming", |c| {
-        c["width"] == 640 && c["buffered_to_ms"].as_i64() > Some(before["buffered_to_ms"].as_i64().unwrap() + 3_000)
-    });
+    let after = d.wait_camera(
+        "c",
+        Duration::from_secs(60),
+        "new resolution streaming",
+        |c| {
+            c["width"] == 640
+                && c["buffered_to_ms"].as_i64()
+                    > Some(before["buffered_to_ms"].as_i64().unwrap() + 3_000)
+        },
+    );
     let from = after["buffered_from_ms"].as_i64().unwrap();
     let to = after["buffered_to_ms"].as_i64().unwrap();
     // The whole range: the export stops at the change and says where to continue.
     let plan = d.get(&format!("/api/v1/export/plan?camera=c&from={from}&to={to}"));
-    let change = plan["stopped_at_parameter_change_ms"].as_i64().expect("change reported");
+    let change = plan["stopped_at_parameter_change_ms"]
+        .as_i64()
+        .expect("change reported");
     let clip = out_path(&d, "old.mp4");
     let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
-    let out = d.cli_ok(&["export", "--camera", "c", "--from", &rfc(from), "--to", &rfc(to), "-o", clip.to_str().unwrap()]);
+    let out = d.cli_ok(&[
+        "export",
+        "--camera",
+        "c",
+        "--from",
+        &rfc(from),
+        "--to",
+        &rfc(to),
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     assert!(out.contains("changed its stream parameters"), "{out}");
     assert_eq!((probe(&clip).width, probe(&clip).height), (320, 240));
     let clip = out_path(&d, "new.mp4");
-    d.cli_ok(&["export", "--camera", "c", "--from", &rfc(change), "--to", &rfc(to), "-o", clip.to_str().unwrap()]);
+    d.cli_ok(&[
+        "export",
+        "--camera",
+        "c",
+        "--from",
+        &rfc(change),
+        "--to",
+        &rfc(to),
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     let p = probe(&clip);
     assert_eq!((p.width, p.height), (640, 360));
     decode_ok(&clip);
@@ -216,18 +337,45 @@ fn a_camera_that_comes_back_with_another_resolution_gets_a_new_init_segment() {
 #[test]
 fn record_sub_stores_the_substream_while_the_main_stream_stays_live() {
     let cam = Camera::builder()
-        .stream_config(Stream::new("main", Codec::H264).size(640, 360).fps(15).gop(15))
-        .stream_config(Stream::new("sub", Codec::H264).size(320, 240).fps(15).gop(15))
+        .stream_config(
+            Stream::new("main", Codec::H264)
+                .size(640, 360)
+                .fps(15)
+                .gop(15),
+        )
+        .stream_config(
+            Stream::new("sub", Codec::H264)
+                .size(320, 240)
+                .fps(15)
+                .gop(15),
+        )
         .start();
     let extra = format!("substream_url = \"{}\"\nrecord = \"sub\"", cam.url("sub"));
-    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("main"), &extra)));
-    let c = d.wait_camera("c", Duration::from_secs(60), "4 s buffered", |c| buffered_secs(c) >= 4.0);
+    let d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("main"), &extra)
+    ));
+    let c = d.wait_camera("c", Duration::from_secs(60), "4 s buffered", |c| {
+        buffered_secs(c) >= 4.0
+    });
     // Health (and the live path) is the main stream...
-    assert_eq!((c["width"].as_u64(), c["height"].as_u64()), (Some(640), Some(360)), "{c:#}");
+    assert_eq!(
+        (c["width"].as_u64(), c["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{c:#}"
+    );
     assert_eq!(c["record"], "sub");
     // ...while the disk holds the substream.
     let clip = out_path(&d, "sub.mp4");
-    d.cli_ok(&["export", "--camera", "c", "--last", "3s", "-o", clip.to_str().unwrap()]);
+    d.cli_ok(&[
+        "export",
+        "--camera",
+        "c",
+        "--last",
+        "3s",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     let p = probe(&clip);
     assert_eq!((p.width, p.height), (320, 240));
     decode_ok(&clip);

@@ -14,7 +14,10 @@ fn camera_restart_reconnects_and_the_gap_is_reported() {
     let mut cam = Camera::builder()
         .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
         .start();
-    let d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
+    let d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("s"), "")
+    ));
     let before = d.wait_camera("c", Duration::from_secs(60), "3 s buffered", |c| {
         c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0)
             >= 3_000
@@ -22,13 +25,16 @@ fn camera_restart_reconnects_and_the_gap_is_reported() {
     assert_eq!(before["reconnects"], 0);
 
     cam.stop();
-    d.wait_camera("c", Duration::from_secs(30), "failed state", |c| c["state"] == "failed");
+    d.wait_camera("c", Duration::from_secs(30), "failed state", |c| {
+        c["state"] == "failed"
+    });
     std::thread::sleep(Duration::from_secs(3));
     cam.restart();
     let after = d.wait_camera("c", Duration::from_secs(60), "streaming again", |c| {
         c["state"] == "streaming"
             && c["reconnects"].as_u64() >= Some(1)
-            && c["buffered_to_ms"].as_i64() > Some(before["buffered_to_ms"].as_i64().unwrap() + 4_000)
+            && c["buffered_to_ms"].as_i64()
+                > Some(before["buffered_to_ms"].as_i64().unwrap() + 4_000)
     });
     let from = after["buffered_from_ms"].as_i64().unwrap();
     let to = after["buffered_to_ms"].as_i64().unwrap();
@@ -40,8 +46,15 @@ fn camera_restart_reconnects_and_the_gap_is_reported() {
 
     let clip = d.dir.path().join("gap.mp4");
     let out = d.cli_ok(&[
-        "export", "--camera", "c", "--from", &from.to_string_rfc(), "--to", &to.to_string_rfc(),
-        "-o", clip.to_str().unwrap(),
+        "export",
+        "--camera",
+        "c",
+        "--from",
+        &from.to_string_rfc(),
+        "--to",
+        &to.to_string_rfc(),
+        "-o",
+        clip.to_str().unwrap(),
     ]);
     assert!(out.contains("gap of"), "{out}");
     support::ffprobe::decode_ok(&clip);
@@ -52,7 +65,9 @@ trait Rfc {
 }
 impl Rfc for i64 {
     fn to_string_rfc(&self) -> String {
-        jiff::Timestamp::from_millisecond(*self).unwrap().to_string()
+        jiff::Timestamp::from_millisecond(*self)
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -73,7 +88,8 @@ fn wrong_password_garbage_port_and_closed_port_fail_with_clear_reasons() {
                 let mut buf = [0u8; 1024];
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                 let _ = conn.read(&mut buf);
-                let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\x00\x01\x02garbage garbage\r\n\r\n");
+                let _ =
+                    conn.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\x00\x01\x02garbage garbage\r\n\r\n");
             });
         }
     });
@@ -104,11 +120,17 @@ fn wrong_password_garbage_port_and_closed_port_fail_with_clear_reasons() {
     d.wait_camera("gone", Duration::from_secs(30), "retries", |c| {
         c["reconnects"].as_u64() >= Some(2)
     });
-    assert!(c["last_error"].as_str().unwrap().contains("refused"), "{c:#}");
+    assert!(
+        c["last_error"].as_str().unwrap().contains("refused"),
+        "{c:#}"
+    );
 
     // The daemon is alive and its CLI explains.
     let out = d.cli_ok(&["cameras"]);
-    assert!(out.contains("401 unauthorized: wrong username or password"), "{out}");
+    assert!(
+        out.contains("401 unauthorized: wrong username or password"),
+        "{out}"
+    );
     assert!(!d.logs().contains("wrong-password"), "password in the logs");
     assert!(!out.contains("wrong-password"));
 }

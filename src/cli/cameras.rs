@@ -44,7 +44,10 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             res,
             c["fps"].as_f64().map_or("-".into(), |f| format!("{f:.1}")),
             n("bitrate_bps").map_or("-".into(), |b| (b / 1000).to_string()),
-            c["audio"].as_str().map(|a| format!(", audio {a}")).unwrap_or_default(),
+            c["audio"]
+                .as_str()
+                .map(|a| format!(", audio {a}"))
+                .unwrap_or_default(),
         );
         println!("  last frame: {}", fmt_ms(n("last_frame_ms")));
         println!(

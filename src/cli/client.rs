@@ -44,14 +44,22 @@ impl Client {
     }
 
     /// GET a path (with query) and return the raw response after checking the status.
-    pub fn get_raw(&self, path_and_query: &str) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+    pub fn get_raw(
+        &self,
+        path_and_query: &str,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}{}", self.base, path_and_query);
         let resp = self
             .agent
             .get(&url)
             .header("Authorization", &format!("Bearer {}", self.token))
             .call()
-            .map_err(|e| anyhow!("cannot reach the daemon at {}: {e} — is `porchlight run` running?", self.base))?;
+            .map_err(|e| {
+                anyhow!(
+                    "cannot reach the daemon at {}: {e} — is `porchlight run` running?",
+                    self.base
+                )
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -70,7 +78,8 @@ impl Client {
             .into_body()
             .read_to_string()
             .context("reading the daemon's answer")?;
-        serde_json::from_str(&text).with_context(|| format!("unexpected answer from the daemon: {text}"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("unexpected answer from the daemon: {text}"))
     }
 }
 

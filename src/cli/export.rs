@@ -54,8 +54,8 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     let resp = client.get_raw(&format!("/api/v1/export?{query}"))?;
 
     let tmp = args.output.with_extension("mp4.partial");
-    let mut file = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut body = resp.into_body();
     let copied = std::io::copy(&mut body.as_reader(), &mut file);
     let written = match copied.and_then(|n| file.flush().and(file.sync_all()).map(|()| n)) {

@@ -26,9 +26,20 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     }
     let s: StatusResponse = client.get("/api/v1/status")?;
     let streaming = s.cameras.iter().filter(|c| c.state == "streaming").count();
-    println!("porchlight {}  up {}", s.version, Dur(std::time::Duration::from_secs(s.uptime_s)));
-    println!("city link:  {}", if s.paired { "paired" } else { "not paired" });
-    println!("cameras:    {} configured, {} streaming", s.cameras.len(), streaming);
+    println!(
+        "porchlight {}  up {}",
+        s.version,
+        Dur(std::time::Duration::from_secs(s.uptime_s))
+    );
+    println!(
+        "city link:  {}",
+        if s.paired { "paired" } else { "not paired" }
+    );
+    println!(
+        "cameras:    {} configured, {} streaming",
+        s.cameras.len(),
+        streaming
+    );
     for c in &s.cameras {
         match &c.last_error {
             Some(e) if c.state != "streaming" => println!("  {:<16} {:<10} {e}", c.id, c.state),
@@ -36,13 +47,20 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let u = &s.storage;
-    let pct = if u.quota_bytes > 0 { u.used_bytes as f64 * 100.0 / u.quota_bytes as f64 } else { 0.0 };
+    let pct = if u.quota_bytes > 0 {
+        u.used_bytes as f64 * 100.0 / u.quota_bytes as f64
+    } else {
+        0.0
+    };
     println!(
         "storage:    {} of {} ({pct:.1} %), oldest {}",
         ByteSize(u.used_bytes),
         ByteSize(u.quota_bytes),
         fmt_ms(u.oldest_ms)
     );
-    println!("written:    {} today (flash wear)", ByteSize(u.written_today_bytes));
+    println!(
+        "written:    {} today (flash wear)",
+        ByteSize(u.written_today_bytes)
+    );
     Ok(ExitCode::SUCCESS)
 }

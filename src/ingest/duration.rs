@@ -102,7 +102,9 @@ mod tests {
         let mut d = DurationFiller::default();
         d.push(f(TrackKind::Video, 0), 90_000);
         d.push(f(TrackKind::Video, 3000), 90_000);
-        let v = d.push(f(TrackKind::Video, 3000 + 90_000 * 60), 90_000).unwrap();
+        let v = d
+            .push(f(TrackKind::Video, 3000 + 90_000 * 60), 90_000)
+            .unwrap();
         assert_eq!(v.duration, 3000);
     }
 }

@@ -250,7 +250,12 @@ mod tests {
         let h = Health::new("c", "C", "rtsp://x/");
         let t0 = Instant::now();
         for n in 0..=40u64 {
-            h.frame(n as i64 * 100, 1000, 0, t0 + std::time::Duration::from_millis(n * 100));
+            h.frame(
+                n as i64 * 100,
+                1000,
+                0,
+                t0 + std::time::Duration::from_millis(n * 100),
+            );
         }
         let s = h.snapshot();
         assert_eq!(s.state, CameraState::Streaming);
@@ -267,7 +272,10 @@ mod tests {
         h.connecting(true);
         let s = h.snapshot();
         assert_eq!(s.reconnects, 1);
-        assert_eq!(s.last_error.as_deref(), Some("unreachable: Connection refused"));
+        assert_eq!(
+            s.last_error.as_deref(),
+            Some("unreachable: Connection refused")
+        );
         assert_eq!(s.state, CameraState::Connecting);
     }
 }

@@ -150,7 +150,13 @@ impl CameraWorker {
         info!(camera = %self.spec.id, "Camera worker stopped");
     }
 
-    async fn session_loop(&self, url: &Url, health: &Health, live: &LiveFeed, writer: &writer::SegmentWriter) {
+    async fn session_loop(
+        &self,
+        url: &Url,
+        health: &Health,
+        live: &LiveFeed,
+        writer: &writer::SegmentWriter,
+    ) {
         let mut backoff = Backoff::new(self.opts.backoff_initial.0, self.opts.backoff_max.0);
         let mut attempt = 0u64;
         loop {
@@ -181,7 +187,9 @@ impl CameraWorker {
                 Err(IngestError::Rtsp { reason, detail }) => {
                     warn!(camera = %self.spec.id, %url, %reason, %detail, retry_in = ?delay, "Camera session failed");
                 }
-                Err(e) => warn!(camera = %self.spec.id, %url, error = %e, retry_in = ?delay, "Camera session failed"),
+                Err(e) => {
+                    warn!(camera = %self.spec.id, %url, error = %e, retry_in = ?delay, "Camera session failed")
+                }
             }
             let reason = match result {
                 Ok(()) => IngestError::StreamEnded.to_string(),

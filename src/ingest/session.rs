@@ -55,9 +55,7 @@ pub async fn run_once(
         let streams = session.streams();
         let video_i = streams
             .iter()
-            .position(|s| {
-                s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265")
-            })
+            .position(|s| s.media() == "video" && matches!(s.encoding_name(), "h264" | "h265"))
             .ok_or_else(|| IngestError::UnsupportedCodec {
                 offered: offered(streams),
             })?;

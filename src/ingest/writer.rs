@@ -127,7 +127,8 @@ impl WriterTask {
                     let segmenter = Segmenter::new(&info);
                     let bytes = segmenter.init_segment().clone();
                     let (store, camera) = (self.store.clone(), self.camera.clone());
-                    match tokio::task::spawn_blocking(move || store.put_init(&camera, &bytes)).await {
+                    match tokio::task::spawn_blocking(move || store.put_init(&camera, &bytes)).await
+                    {
                         Ok(Ok(id)) => {
                             self.init = Some(id);
                             self.segmenter = Some(segmenter);
@@ -141,7 +142,9 @@ impl WriterTask {
                     }
                 }
                 Msg::Frame(frame) => {
-                    let Some(seg) = self.segmenter.as_mut() else { continue };
+                    let Some(seg) = self.segmenter.as_mut() else {
+                        continue;
+                    };
                     if let Some(done) = seg.push((*frame).clone()) {
                         self.store_segment(done).await;
                     }
@@ -178,7 +181,11 @@ impl WriterTask {
         .await;
         match result {
             Ok(Ok(meta)) => {
-                debug!(start_ms = meta.start_ms, bytes = meta.bytes, "Segment stored");
+                debug!(
+                    start_ms = meta.start_ms,
+                    bytes = meta.bytes,
+                    "Segment stored"
+                );
                 self.health.segment(true);
             }
             Ok(Err(e)) => {

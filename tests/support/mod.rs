@@ -84,7 +84,11 @@ impl Daemon {
             if self.try_get("/api/v1/status").is_ok() {
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon API not up in 30 s:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "daemon API not up in 30 s:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -120,7 +124,10 @@ impl Daemon {
             .call()
             .map_err(|e| e.to_string())?;
         let status = resp.status();
-        let text = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
         if !status.is_success() {
             return Err(format!("{status}: {text}"));
         }
@@ -156,7 +163,10 @@ impl Daemon {
                 return c;
             }
             if Instant::now() > deadline {
-                panic!("camera {id}: timed out waiting for {what}; last: {c:#}\n{}", self.logs());
+                panic!(
+                    "camera {id}: timed out waiting for {what}; last: {c:#}\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

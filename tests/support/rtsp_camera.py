@@ -13,6 +13,14 @@ keyframe a second). CODEC is h264 (x264enc, zerolatency, no B-frames) or h265 (x
 zerolatency, no B-frames). `--audio NAME` adds a mono 16 kHz AAC track to stream NAME as a
 second RTP stream (RFC 3640 mpeg4-generic, as most IP cameras send it).
 
+`--relay NAME:UDPPORT` (repeatable) serves rtsp://127.0.0.1:PORT/NAME from H.264 RTP that
+another process sends to udp://127.0.0.1:UDPPORT, re-payloaded without transcoding (udpsrc !
+rtph264depay ! h264parse ! rtph264pay). The benchmarks use it to serve a pre-encoded 1080p clip,
+pushed with `ffmpeg -re -stream_loop -1 -i clip.ts -c copy -f rtp rtp://127.0.0.1:UDPPORT`, at
+about 2 % of a core per stream instead of a live 1080p encoder's several cores. Packets sent
+before the first client connects are dropped (the UDP port is bound when the medium is built).
+With only `--relay` options there is no default test-pattern stream.
+
 Media are shared: every client of one path sees the same encoder, like a real camera. The
 pipeline starts (on a keyframe) with the first client and stops after the last one leaves.
 A client that joins a running stream starts mid-GOP and must wait for the next keyframe,
@@ -69,6 +77,21 @@ except (ImportError, ValueError) as e:
     )
 
 
+class Relay:
+    """`NAME:UDPPORT`: H.264 RTP arriving on a loopback UDP port, served as rtsp://…/NAME."""
+
+    def __init__(self, spec):
+        name, sep, port = spec.rpartition(":")
+        if not sep or not name:
+            raise ValueError(f"expected NAME:UDPPORT, got {spec!r}")
+        if not NAME_RE.match(name):
+            raise ValueError(f"relay name {name!r} must match {NAME_RE.pattern}")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"relay UDP port {port!r} is not 1..65535")
+        self.name = name
+        self.udp_port = int(port)
+
+
 class Stream:
     def __init__(self, spec):
         parts = spec.split(":")
@@ -110,6 +133,13 @@ def parse_args(argv):
     p.add_argument("--password", help="require this password")
     p.add_argument("--auth", choices=("digest", "basic"), default="digest", help="auth scheme (default digest)")
     p.add_argument("--audio", action="append", default=[], metavar="NAME", help="add AAC audio to stream NAME (repeatable)")
+    p.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="NAME:UDPPORT",
+        help="serve rtsp://127.0.0.1:PORT/NAME from H.264 RTP sent to udp://127.0.0.1:UDPPORT (repeatable)",
+    )
     p.add_argument("--bitrate", type=int, default=500, metavar="KBPS", help="video bitrate target (default 500)")
     p.add_argument(
         "--pattern",
@@ -124,12 +154,17 @@ def parse_args(argv):
     args = p.parse_args(argv)
 
     try:
-        args.streams = [Stream(s) for s in (args.stream or ["main:h264"])]
+        args.relays = [Relay(r) for r in args.relay]
+        default = [] if args.relays else ["main:h264"]
+        args.streams = [Stream(s) for s in (args.stream or default)]
     except ValueError as e:
         p.error(str(e))
     names = [s.name for s in args.streams]
-    if len(set(names)) != len(names):
-        p.error(f"duplicate stream name in {names}")
+    if len(set(names + [r.name for r in args.relays])) != len(names) + len(args.relays):
+        p.error(f"duplicate stream name in {names + [r.name for r in args.relays]}")
+    udp_ports = [r.udp_port for r in args.relays]
+    if len(set(udp_ports)) != len(udp_ports):
+        p.error(f"duplicate relay UDP port in {udp_ports}")
     for a in args.audio:
         if a not in names:
             p.error(f"--audio {a}: no such stream (have {names})")
@@ -157,7 +192,7 @@ def aac_encoder():
     return None
 
 
-def check_elements(streams):
+def check_elements(streams, relays=()):
     needed = {
         "videotestsrc": "gstreamer1.0-plugins-base",
         "videoconvert": "gstreamer1.0-plugins-base",
@@ -166,6 +201,9 @@ def check_elements(streams):
         "h264parse": "gstreamer1.0-plugins-bad",
         "h265parse": "gstreamer1.0-plugins-bad",
     }
+    if relays:
+        needed["udpsrc"] = "gstreamer1.0-plugins-good"
+        needed["rtph264depay"] = "gstreamer1.0-plugins-good"
     codecs = {s.codec for s in streams}
     if "h264" in codecs:
         needed["x264enc"] = "gstreamer1.0-plugins-ugly"
@@ -225,6 +263,18 @@ def launch_line(s, args):
     return f"( {video}{audio} )"
 
 
+def relay_launch_line(r):
+    """The gst-launch description of one relayed medium (pay0 = video, as for a camera)."""
+    # buffer-size: a 1080p keyframe is ~100 RTP packets sent in one burst; the default socket
+    # buffer (~200 KiB) can overflow while the pipeline is busy. The kernel caps it at
+    # net.core.rmem_max.
+    return (
+        f"( udpsrc name=src address=127.0.0.1 port={r.udp_port} buffer-size=4194304 "
+        'caps="application/x-rtp,media=video,clock-rate=90000,encoding-name=H264" ! '
+        "rtph264depay ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
+
+
 def behave_like_a_camera(_factory, media):
     """Keep a shared stream steady when another client joins, as a camera's encoder is.
 
@@ -254,9 +304,10 @@ def behave_like_a_camera(_factory, media):
         pay = element.get_by_name(name)
         if pay is not None:
             pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, on_query)
-    element.get_by_name("venc").get_static_pad("src").add_probe(
-        Gst.PadProbeType.EVENT_UPSTREAM, on_event
-    )
+    # A relay has no encoder: keyframes come when the sender sends them.
+    venc = element.get_by_name("venc")
+    if venc is not None:
+        venc.get_static_pad("src").add_probe(Gst.PadProbeType.EVENT_UPSTREAM, on_event)
 
 
 def setup_auth(server, args, factories):
@@ -283,7 +334,7 @@ def setup_auth(server, args, factories):
 def main(argv):
     args = parse_args(argv)
     Gst.init(None)
-    check_elements(args.streams)
+    check_elements(args.streams, args.relays)
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -307,6 +358,19 @@ def main(argv):
             f"stream /{s.name}: {s.codec} {s.width}x{s.height} {s.fps} fps gop {s.gop} "
             f"{args.bitrate} kbps{' +aac' if s.audio else ''}"
         )
+    for r in args.relays:
+        line = relay_launch_line(r)
+        try:
+            Gst.parse_launch(line.strip("() "))
+        except GLib.Error as e:
+            die(EXIT_MISSING, f"bad pipeline for relay {r.name}: {e.message}: {line}")
+        f = GstRtspServer.RTSPMediaFactory()
+        f.set_launch(line)
+        f.set_shared(True)
+        f.connect("media-configure", behave_like_a_camera)
+        mounts.add_factory(f"/{r.name}", f)
+        factories.append(f)
+        log(f"relay /{r.name}: H.264 RTP from udp://127.0.0.1:{r.udp_port}")
     setup_auth(server, args, factories)
 
     try:
