@@ -180,3 +180,29 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn sigterm_closes_the_open_segment_and_exits_cleanly() {
+    // A 4 s GOP: without the final flush up to 4 s would be lost at every stop.
+    let cam = Camera::builder()
+        .stream_config(Stream::new("s", Codec::H264).fps(15).gop(60))
+        .start();
+    let mut d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
+    d.wait_camera("c", Duration::from_secs(60), "a stored segment", |c| {
+        c["segments_written"].as_u64() >= Some(1)
+    });
+    // Mid-GOP.
+    std::thread::sleep(Duration::from_millis(2_000));
+    let last_frame = d.camera("c")["last_frame_ms"].as_i64().unwrap();
+    assert!(d.stop(), "exit status after SIGTERM\n{}", d.logs());
+    let logs = d.logs();
+    assert!(logs.contains("Stopped"), "{logs}");
+    d.restart();
+    let c = d.camera("c");
+    let (_, to) = span(&c);
+    assert!(
+        to >= last_frame,
+        "open segment lost at shutdown: buffer ends {to}, last frame before stop {last_frame}\n{}",
+        d.logs()
+    );
+}
