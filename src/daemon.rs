@@ -134,7 +134,11 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         .await
         .context("store open panicked")?
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
-    info!(data_dir = %cfg.data_dir.display(), report = ?report, "Store open");
+    if report.is_clean() {
+        info!(data_dir = %cfg.data_dir.display(), segments = report.segments, used_bytes = report.used_bytes, "Store open");
+    } else {
+        warn!(data_dir = %cfg.data_dir.display(), report = ?report, "Store open after repairs");
+    }
     let store = Arc::new(store);
 
     let (ingest_trigger, ingest_shutdown) = Shutdown::new();
