@@ -156,3 +156,21 @@ fn invalid_config_reports_every_problem_and_does_not_start() {
     assert!(err.contains("rtsp://"), "{err}");
     assert!(!err.contains("pw123"), "{err}");
 }
+
+#[test]
+fn udp_transport_streams_too() {
+    let cam = Camera::builder()
+        .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
+        .start();
+    let d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("s"), "transport = \"udp\"")
+    ));
+    let c = d.wait_camera("c", Duration::from_secs(60), "segments over UDP", |c| {
+        c["segments_written"].as_u64() >= Some(2)
+    });
+    assert_eq!(c["state"], "streaming");
+    let clip = d.dir.path().join("udp.mp4");
+    d.cli_ok(&["export", "--camera", "c", "--last", "2s", "-o", clip.to_str().unwrap()]);
+    support::ffprobe::decode_ok(&clip);
+}
