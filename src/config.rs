@@ -39,6 +39,55 @@ pub struct Config {
     /// The resident's cameras.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    /// The city link (MQTT over mutual TLS). Absent: no city link.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+}
+
+/// `[uplink]`: the city broker and the box's identity. See `docs/protocol.md`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// `mqtts://host[:port]` (port 8883 by default). Plaintext `mqtt://` is refused.
+    pub broker: String,
+    /// The city CA (PEM): the only trust anchor; no system or web PKI roots.
+    pub ca_file: PathBuf,
+    /// The box's certificate (PEM); its CN is the gateway id.
+    pub cert_file: PathBuf,
+    /// The box's private key (PEM); must be mode 0600.
+    pub key_file: PathBuf,
+    /// Root of every topic.
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// Time between heartbeats.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: Dur,
+    /// MQTT keepalive: the broker declares the box gone (and publishes the last will) after
+    /// 1.5x this without traffic.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: Dur,
+    /// Time allowed for TCP, TLS and CONNECT (raised automatically to cover sending the largest
+    /// packet at 32 KiB/s).
+    #[serde(default = "default_uplink_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// First reconnect delay; doubles on each failure.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: Dur,
+    /// Cap on the reconnect delay (plus up to 25 % jitter).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+    /// Largest MQTT packet sent or accepted; larger messages are refused locally.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: ByteSize,
+    /// Most bytes the durable outbox holds.
+    #[serde(default = "default_outbox_limit")]
+    pub outbox_limit: ByteSize,
+    /// `reject_new` (keep what is queued, refuse new messages) or `drop_oldest`.
+    #[serde(default)]
+    pub outbox_when_full: crate::uplink::outbox::WhenFull,
+    /// How long a graceful shutdown may spend sending what is queued.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Dur,
 }
 
 /// `[api]`: the daemon's local control API.
@@ -252,6 +301,8 @@ pub struct Validated {
     pub ingest: IngestConfig,
     /// Cameras.
     pub cameras: Vec<CameraSpec>,
+    /// The city link, when configured.
+    pub uplink: Option<crate::uplink::UplinkSettings>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -283,6 +334,27 @@ fn default_backoff_initial() -> Dur {
 }
 fn default_backoff_max() -> Dur {
     Dur(Duration::from_secs(60))
+}
+fn default_topic_root() -> String {
+    "porchlight/v1".to_owned()
+}
+fn default_heartbeat_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_keepalive() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_uplink_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_max_packet_size() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_outbox_limit() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_drain_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
 }
 
 impl Default for ApiConfig {
@@ -320,6 +392,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             ingest: IngestConfig::default(),
             cameras: Vec::new(),
+            uplink: None,
         }
     }
 }
@@ -488,6 +561,11 @@ impl Config {
             }
         }
 
+        let uplink = self
+            .uplink
+            .as_ref()
+            .and_then(|u| check_uplink(u, &mut problems));
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -499,6 +577,7 @@ impl Config {
             index_cache_bytes: self.store.index_cache.0,
             ingest: self.ingest.clone(),
             cameras,
+            uplink,
         })
     }
 }
@@ -535,6 +614,111 @@ fn check_rtsp_url(who: &str, key: &str, raw: &str, problems: &mut Vec<String>) -
         ok = false;
     }
     ok.then_some(url)
+}
+
+/// Checks `[uplink]`, adding every problem; returns the settings when there is none.
+fn check_uplink(
+    u: &UplinkConfig,
+    problems: &mut Vec<String>,
+) -> Option<crate::uplink::UplinkSettings> {
+    use crate::uplink::tls;
+    let before = problems.len();
+    let mut host_port = None;
+    match Url::parse(&u.broker) {
+        Err(e) => problems.push(format!("uplink.broker {:?} is not a URL: {e}", redact_url(&u.broker))),
+        Ok(url) => {
+            if url.scheme() != "mqtts" {
+                problems.push(format!(
+                    "uplink.broker must start with mqtts:// (TLS); {}:// is refused: the city link is never plaintext",
+                    url.scheme()
+                ));
+            } else if !url.username().is_empty() || url.password().is_some() {
+                problems.push(
+                    "uplink.broker must not carry credentials: the box authenticates with its certificate"
+                        .to_owned(),
+                );
+            } else {
+                match url.host_str().filter(|h| !h.is_empty()) {
+                    None => problems.push("uplink.broker has no host".to_owned()),
+                    Some(h) => {
+                        let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
+                        host_port = Some((h, url.port().unwrap_or(8883)));
+                    }
+                }
+                if !matches!(url.path(), "" | "/") || url.query().is_some() {
+                    problems.push("uplink.broker takes only mqtts://host[:port]".to_owned());
+                }
+            }
+        }
+    }
+    if let Err(e) = std::fs::metadata(&u.ca_file) {
+        problems.push(format!("uplink.ca_file {}: {e}", u.ca_file.display()));
+    }
+    match tls::gateway_id(&u.cert_file) {
+        Ok(_) => {}
+        Err(e) => problems.push(format!("uplink: {e}")),
+    }
+    if let Err(e) = tls::check_key_mode(&u.key_file) {
+        problems.push(format!("uplink: {e}"));
+    }
+    let root = &u.topic_root;
+    if root.is_empty()
+        || root.starts_with('/')
+        || root.ends_with('/')
+        || root.contains(['+', '#', '\0'])
+    {
+        problems.push(format!(
+            "uplink.topic_root {root:?} must be non-empty, without wildcards (+ #) or leading/trailing '/'"
+        ));
+    }
+    if u.heartbeat_interval.0 < Duration::from_secs(1) {
+        problems.push("uplink.heartbeat_interval must be at least 1s".to_owned());
+    }
+    if u.keepalive.0 < Duration::from_secs(5) || u.keepalive.0 > Duration::from_secs(65_535) {
+        problems.push("uplink.keepalive must be between 5s and 65535s".to_owned());
+    }
+    if u.connect_timeout.0 < Duration::from_secs(1) {
+        problems.push("uplink.connect_timeout must be at least 1s".to_owned());
+    }
+    if u.backoff_initial.0 < Duration::from_millis(100) {
+        problems.push("uplink.backoff_initial must be at least 100ms".to_owned());
+    }
+    if u.backoff_max.0 < u.backoff_initial.0 {
+        problems.push(format!(
+            "uplink.backoff_max {} is less than uplink.backoff_initial {}",
+            u.backoff_max, u.backoff_initial
+        ));
+    }
+    if u.max_packet_size.0 < 4096 || u.max_packet_size.0 > 256 << 20 {
+        problems.push("uplink.max_packet_size must be between 4 KiB and 256 MiB".to_owned());
+    }
+    if u.outbox_limit.0 < u.max_packet_size.0 {
+        problems.push(format!(
+            "uplink.outbox_limit {} is smaller than uplink.max_packet_size {}",
+            u.outbox_limit, u.max_packet_size
+        ));
+    }
+    if problems.len() != before {
+        return None;
+    }
+    let (host, port) = host_port?;
+    Some(crate::uplink::UplinkSettings {
+        host,
+        port,
+        ca_file: u.ca_file.clone(),
+        cert_file: u.cert_file.clone(),
+        key_file: u.key_file.clone(),
+        topic_root: u.topic_root.clone(),
+        heartbeat_interval: u.heartbeat_interval.0,
+        keepalive: u.keepalive.0,
+        connect_timeout: u.connect_timeout.0,
+        backoff_initial: u.backoff_initial.0,
+        backoff_max: u.backoff_max.0,
+        max_packet_size: u.max_packet_size.0 as usize,
+        outbox_limit: u.outbox_limit.0,
+        when_full: u.outbox_when_full,
+        drain_timeout: u.drain_timeout.0,
+    })
 }
 
 /// Total size of the filesystem holding `path` (or its nearest existing ancestor).
@@ -599,7 +783,7 @@ url = "rtsp://admin:hunter2@192.0.2.10/stream1"
     fn all_problems_are_reported_at_once() {
         let p = invalid(
             r#"[store]
-quota = "1 MiB"
+quota = "100 KiB"
 retention = "10s"
 [ingest]
 backoff_initial = "10s"
@@ -675,6 +859,68 @@ url = "rtsp://192.0.2.3/"
             c.password = Some(Secret::new("x"));
         }
         cfg.data_dir = std::env::temp_dir();
+        // The example's [uplink] points at provisioned files; it must parse, and is checked
+        // with real files in `uplink_section_validates_with_real_files`.
+        assert!(cfg.uplink.is_some(), "the example should show [uplink]");
+        cfg.uplink = None;
         cfg.validate().unwrap();
+    }
+
+    fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gw-7");
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (c, k, a) = (dir.join("gw.pem"), dir.join("gw.key"), dir.join("ca.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&a, ca.pem()).unwrap();
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (a, c, k)
+    }
+
+    #[test]
+    fn uplink_section_validates_with_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pki(dir.path());
+        let text = format!(
+            "[uplink]\nbroker = \"mqtts://broker.example:8884\"\nca_file = {ca:?}\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+        );
+        let v = Config::parse(&text).unwrap().validate().unwrap();
+        let u = v.uplink.unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("broker.example", 8884));
+        assert_eq!(u.topic_root, "porchlight/v1");
+        assert_eq!(crate::uplink::tls::gateway_id(&cert).unwrap(), "gw-7");
+    }
+
+    #[test]
+    fn uplink_problems_are_all_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pki(dir.path());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let text = format!(
+            "[uplink]\nbroker = \"mqtt://broker.example\"\nca_file = {ca:?}\ncert_file = {ca:?}\nkey_file = {key:?}\ntopic_root = \"a/#\"\nheartbeat_interval = \"10ms\"\nmax_packet_size = \"1 MiB\"\noutbox_limit = \"1 KiB\"\n"
+        );
+        let _ = cert;
+        let all = invalid(&text).join("\n");
+        for needle in [
+            "mqtts://",
+            "no CN",
+            "chmod 600",
+            "topic_root",
+            "heartbeat_interval",
+            "outbox_limit",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! control API, and shuts them down in a fixed order.
 //!
 //! Shutdown (SIGINT or SIGTERM): ingest stops first (each camera closes and stores its open
-//! segment), then the store is flushed, then the control API stops. A second signal exits at
+//! segment), then the store is flushed, then the city uplink publishes its offline status and
+//! drains its outbox until `uplink.drain_timeout`, then the control API stops. A second signal exits at
 //! once; everything acknowledged is already durable, so that loses at most the open segment.
 
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use crate::ingest::health::Health;
 use crate::ingest::live::LiveFeed;
 use crate::ingest::CameraWorker;
 use crate::store::{Store, StoreOptions};
+use crate::uplink::messages::{CameraReport, EventKind, HealthReport, SharingModes, StorageReport};
+use crate::uplink::{HealthSource, Uplink, UplinkHandle};
 
 /// A signal that long-lived tasks race every await against.
 #[derive(Clone, Debug)]
@@ -77,6 +80,125 @@ pub struct DaemonState {
     pub started: Instant,
     /// The token every API request must carry.
     pub api_token: String,
+    /// The city link, when `[uplink]` is configured.
+    pub uplink: Option<UplinkHandle>,
+}
+
+/// The daemon's contribution to heartbeats: camera health and storage, nothing that names an
+/// address (ids, state words and stream parameters only).
+struct DaemonHealth {
+    store: Arc<Store>,
+    cameras: Vec<CameraHandle>,
+}
+
+impl HealthSource for DaemonHealth {
+    fn report(&self) -> HealthReport {
+        let usage = self.store.usage();
+        HealthReport {
+            // Consent and audit do not exist yet: nothing is shared (deny by default), so
+            // nothing is paused, no grant runs and the audit anchor is empty (seq 0, hash "").
+            paused: false,
+            cameras: self
+                .cameras
+                .iter()
+                .map(|c| {
+                    let s = c.health.snapshot();
+                    CameraReport {
+                        id: s.id,
+                        state: state_word(s.state),
+                        codec: s.codec,
+                        width: s.width,
+                        height: s.height,
+                        fps: s.fps,
+                        bitrate_bps: s.bitrate_bps,
+                        last_frame_ts: s.last_frame_ms,
+                        sharing: SharingModes::default(),
+                    }
+                })
+                .collect(),
+            storage: StorageReport {
+                used_bytes: usage.used_bytes,
+                quota_bytes: usage.quota_bytes,
+                oldest_ts: usage.oldest_ms,
+            },
+            audit: Default::default(),
+            grants_active: 0,
+        }
+    }
+}
+
+fn state_word(s: crate::ingest::health::CameraState) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Watches camera health and storage once a second and queues an event on each change:
+/// `camera_up` / `camera_down` when a camera starts or stops streaming, `storage_full` when the
+/// store reaches its quota (and evicts from then on).
+async fn event_watcher(
+    uplink: UplinkHandle,
+    cameras: Vec<CameraHandle>,
+    store: Arc<Store>,
+    shutdown: Shutdown,
+) {
+    use crate::ingest::health::CameraState;
+    let mut streaming: Vec<bool> = vec![false; cameras.len()];
+    let mut full = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let mut events = Vec::new();
+        for (i, c) in cameras.iter().enumerate() {
+            let s = c.health.snapshot();
+            let now = s.state == CameraState::Streaming;
+            if now != streaming[i] {
+                streaming[i] = now;
+                events.push(if now {
+                    EventKind::CameraUp { camera: s.id }
+                } else {
+                    EventKind::CameraDown {
+                        camera: s.id,
+                        state: state_word(s.state),
+                    }
+                });
+            }
+        }
+        let st = store.clone();
+        let usage = match tokio::task::spawn_blocking(move || st.usage()).await {
+            Ok(u) => u,
+            Err(_) => continue,
+        };
+        // 98 % because eviction keeps the store just under the quota; 90 % re-arms.
+        let now_full = usage.used_bytes >= usage.quota_bytes / 50 * 49;
+        if now_full && !full {
+            events.push(EventKind::StorageFull {
+                used_bytes: usage.used_bytes,
+                quota_bytes: usage.quota_bytes,
+            });
+        }
+        full = if full { usage.used_bytes >= usage.quota_bytes / 10 * 9 } else { now_full };
+        if events.is_empty() {
+            continue;
+        }
+        let up = uplink.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            for e in events {
+                if let Err(err) = up.event(e) {
+                    warn!(error = %err, "Could not queue an event for the city");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            warn!(error = %e, "Event queueing panicked");
+        }
+    }
 }
 
 impl DaemonState {
@@ -153,11 +275,30 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
             spec: spec.clone(),
         })
         .collect();
+    let (uplink_trigger, uplink_shutdown) = Shutdown::new();
+    let mut uplink_task = None;
+    let mut uplink_handle = None;
+    if let Some(settings) = cfg.uplink.clone() {
+        let health = Arc::new(DaemonHealth {
+            store: store.clone(),
+            cameras: cameras.clone(),
+        });
+        let (uplink, handle) = Uplink::open(settings, store.db(), health)
+            .context("cannot start the city uplink")?;
+        info!(gateway = %handle.gateway_id(), "City uplink configured");
+        uplink_task = Some(tokio::spawn(
+            uplink
+                .run(uplink_shutdown)
+                .instrument(tracing::info_span!("uplink")),
+        ));
+        uplink_handle = Some(handle);
+    }
     let state = Arc::new(DaemonState {
         store: store.clone(),
         cameras: cameras.clone(),
         started: Instant::now(),
         api_token: token,
+        uplink: uplink_handle.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
@@ -189,6 +330,12 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         retention_sweeper(store.clone(), ingest_shutdown.clone())
             .instrument(tracing::info_span!("retention")),
     );
+    if let Some(handle) = uplink_handle.clone() {
+        ingest.spawn(
+            event_watcher(handle, cameras.clone(), store.clone(), ingest_shutdown.clone())
+                .instrument(tracing::info_span!("events")),
+        );
+    }
     info!(api = %api_addr, cameras = cameras.len(), version = env!("CARGO_PKG_VERSION"), "Porchlight running");
 
     tokio::select! {
@@ -212,6 +359,21 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     let s = store.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || s.flush()).await? {
         error!(error = %e, "Store flush failed at shutdown");
+    }
+    if let (Some(task), Some(settings)) = (uplink_task, cfg.uplink.as_ref()) {
+        info!("Shutting down: draining the city uplink");
+        uplink_trigger.trigger();
+        let deadline = settings.drain_timeout + Duration::from_secs(3);
+        tokio::select! {
+            r = tokio::time::timeout(deadline, task) => if r.is_err() {
+                warn!("City uplink did not stop within {deadline:?}");
+            },
+            r = wait_for_signal() => {
+                r?;
+                warn!("Second signal: exiting at once");
+                std::process::exit(130);
+            }
+        }
     }
     api_trigger.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;

@@ -34,3 +34,4 @@ pub mod ingest;
 pub mod media;
 pub mod store;
 pub mod units;
+pub mod uplink;

@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/cameras", get(cameras))
+        .route("/api/v1/uplink", get(uplink))
         .route("/api/v1/export/plan", get(export_plan))
         .route("/api/v1/export", get(export))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
@@ -145,6 +146,9 @@ pub struct StatusResponse {
     pub uptime_s: u64,
     /// Paired with a city center (always false until pairing exists).
     pub paired: bool,
+    /// The city link: `disabled`, `connecting`, `connected` or `disconnected`.
+    #[serde(default)]
+    pub link: String,
     /// One line per camera.
     pub cameras: Vec<CameraSummary>,
     /// Store use.
@@ -186,8 +190,22 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_s: state.started.elapsed().as_secs(),
         paired: false,
+        link: state
+            .uplink
+            .as_ref()
+            .map_or(crate::uplink::LinkState::Disabled, |u| u.status().state)
+            .as_str()
+            .to_owned(),
         cameras,
         storage: usage,
+    }))
+}
+
+/// `GET /api/v1/uplink`: the city link's state, last error and outbox.
+async fn uplink(State(state): State<AppState>) -> Result<Json<crate::uplink::LinkStatus>, ApiError> {
+    Ok(Json(match &state.uplink {
+        None => crate::uplink::LinkStatus::disabled(),
+        Some(u) => u.status(),
     }))
 }
 

@@ -8,6 +8,7 @@ pub mod client;
 pub mod export;
 pub mod run;
 pub mod status;
+pub mod uplink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ pub enum Command {
     Cameras(cameras::Args),
     /// Write a time range of one camera to an MP4 file.
     Export(export::Args),
+    /// The city link: connected or not, last error, outbox depth, last PUBACK.
+    Uplink(uplink::Args),
 }
 
 /// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(config, args),
         Command::Cameras(args) => cameras::run(config, args),
         Command::Export(args) => export::run(config, args),
+        Command::Uplink(args) => uplink::run(config, args),
     }
 }
 

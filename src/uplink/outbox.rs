@@ -219,8 +219,10 @@ pub enum OutboxError {
 pub enum Submitted {
     /// An outbox message (its key).
     Tracked(u64),
-    /// Anything else (heartbeat, status): its packet id is not ours to track.
+    /// Anything else (heartbeat, online status): its packet id is not ours to track.
     Untracked,
+    /// Not in the outbox, but the worker waits for its PUBACK (the offline status at shutdown).
+    Watched,
 }
 
 /// A rumqttc event that does not match what was submitted: the connection must be dropped
@@ -350,6 +352,13 @@ impl OutboxState {
     /// Records that a message outside the outbox (QoS 0 or status) was handed to the client.
     pub fn submit_untracked(&mut self) {
         self.submitted.push_back(Submitted::Untracked);
+    }
+
+    /// Records that a message outside the outbox whose PUBACK the worker awaits was handed to
+    /// the client; [`on_outgoing_publish`](Self::on_outgoing_publish) returns
+    /// [`Submitted::Watched`] for it.
+    pub fn submit_watched(&mut self) {
+        self.submitted.push_back(Submitted::Watched);
     }
 
     /// Undoes the last [`next_to_send`](Self::next_to_send) or

@@ -1,0 +1,517 @@
+//! The uplink worker: connect with capped, jittered backoff; on each connection publish the
+//! retained online status, subscribe to `request`, send heartbeats and drain the outbox with
+//! packet-id tracking; on shutdown publish offline, drain until the deadline, disconnect.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    NetworkOptions, Outgoing, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::messages::{EventKind, Heartbeat, OutboxReport, Status};
+use super::outbox::{Payload, Submitted};
+use super::{now_ms, publish_packet_size, tls, LinkError, LinkState, Uplink, WINDOW};
+use crate::daemon::Shutdown;
+
+/// Requests rumqttc may hold before the event loop takes them: the outbox window plus status,
+/// subscribe, heartbeats and the disconnect.
+const CHANNEL_CAPACITY: usize = WINDOW + 64;
+
+/// How a connection ended.
+enum Ended {
+    /// Shutdown was asked for and handled.
+    Shutdown,
+    /// The connection failed; `connected` says whether it got as far as CONNACK.
+    Failed { error: LinkError, connected: bool },
+}
+
+impl Uplink {
+    /// Runs until `shutdown`: connects, reconnects with capped jittered backoff (reset after a
+    /// successful connection), and on shutdown drains as described in the module doc.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut backoff = self.settings.backoff_initial;
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            match self.run_once(&shutdown).await {
+                Ended::Shutdown => break,
+                Ended::Failed { error, connected } => {
+                    self.shared.outbox.with_state(|s| s.on_disconnect());
+                    warn!(kind = error.kind, error = %error.message, "City link failed");
+                    self.shared.set_error(error);
+                    self.shared.set_state(LinkState::Connecting);
+                    if connected {
+                        backoff = self.settings.backoff_initial;
+                    }
+                    let jitter = backoff.mul_f64(fastrand::f64() * 0.25);
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                    }
+                    backoff = (backoff * 2).min(self.settings.backoff_max);
+                }
+            }
+        }
+        if let Err(e) = self.shared.outbox.flush() {
+            warn!(error = %e, "Outbox flush at shutdown failed");
+        }
+        self.shared.set_state(LinkState::Disconnected);
+    }
+
+    fn options(&self, tls: tls::TlsMaterial) -> MqttOptions {
+        let s = &self.settings;
+        let mut o = MqttOptions::new(tls.gateway_id.clone(), s.host.clone(), s.port);
+        o.set_keep_alive(s.keepalive)
+            .set_clean_session(false)
+            .set_max_packet_size(s.max_packet_size, s.max_packet_size)
+            // Room for the window plus status and heartbeats, so rumqttc's own flow control
+            // never blocks what we already bounded.
+            .set_inflight(WINDOW as u16 + 8)
+            .set_last_will(LastWill::new(
+                self.shared.topics.status(),
+                Status::will().to_json(),
+                QoS::AtLeastOnce,
+                true,
+            ))
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.config,
+            )));
+        o
+    }
+
+    async fn run_once(&self, shutdown: &Shutdown) -> Ended {
+        let failed = |error: LinkError| Ended::Failed {
+            error,
+            connected: false,
+        };
+        let s = &self.settings;
+        let (ca, cert, key) = (s.ca_file.clone(), s.cert_file.clone(), s.key_file.clone());
+        let tls = match tokio::task::spawn_blocking(move || tls::load(&ca, &cert, &key)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return failed(tls_error(&e)),
+            Err(e) => return failed(other(format!("TLS loading panicked: {e}"))),
+        };
+        if tls.gateway_id != self.shared.gateway_id {
+            return failed(LinkError {
+                kind: "other",
+                message: format!(
+                    "the certificate's CN changed from {} to {} while running; restart the daemon",
+                    self.shared.gateway_id, tls.gateway_id
+                ),
+            });
+        }
+        // Resolve first: rumqttc's error for a failed lookup does not say it was DNS.
+        let timeout = s.network_timeout();
+        let lookup = tokio::time::timeout(
+            s.connect_timeout,
+            tokio::net::lookup_host((s.host.as_str(), s.port)),
+        );
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ended::Shutdown,
+            r = lookup => match r {
+                Err(_) => return failed(LinkError { kind: "dns", message: format!("DNS: no answer for {} within {:?}", s.host, s.connect_timeout) }),
+                Ok(Err(e)) => return failed(LinkError { kind: "dns", message: format!("DNS: cannot resolve {}: {e}", s.host) }),
+                Ok(Ok(_)) => {}
+            }
+        }
+
+        let (client, mut el) = AsyncClient::new(self.options(tls), CHANNEL_CAPACITY);
+        let mut net = NetworkOptions::new();
+        net.set_connection_timeout(timeout.as_secs().max(1));
+        el.set_network_options(net);
+
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Ended::Shutdown,
+            r = el.poll() => r,
+        };
+        match first {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                debug!(session_present = ack.session_present, "CONNACK");
+            }
+            Ok(other) => {
+                return failed(self::other(format!("expected CONNACK, got {other:?}")));
+            }
+            Err(e) => return failed(classify(&e, &self.settings, timeout)),
+        }
+        self.shared.link(|l| l.connects += 1);
+        self.shared.set_state(LinkState::Connected);
+        info!(gateway = %self.shared.gateway_id, broker = %self.shared.broker, "City link up");
+        match self.connected(shutdown, &client, &mut el).await {
+            Ok(()) => Ended::Shutdown,
+            Err(error) => Ended::Failed {
+                error,
+                connected: true,
+            },
+        }
+    }
+
+    /// Publishes a non-outbox message, recording it in the bookkeeping first.
+    fn publish_direct(
+        &self,
+        client: &AsyncClient,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        watched: bool,
+    ) -> bool {
+        self.shared.outbox.with_state(|s| {
+            if watched {
+                s.submit_watched()
+            } else {
+                s.submit_untracked()
+            }
+        });
+        match client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => true,
+            Err(e) => {
+                self.shared.outbox.with_state(|s| s.unsubmit_last());
+                debug!(error = %e, "MQTT client queue full; message skipped");
+                false
+            }
+        }
+    }
+
+    /// Hands queued outbox messages to the client while the window allows.
+    fn fill_window(&self, client: &AsyncClient) -> Result<(), LinkError> {
+        loop {
+            let Some(key) = self.shared.outbox.with_state(|s| s.next_to_send(WINDOW)) else {
+                return Ok(());
+            };
+            let record = match self.shared.outbox.get(key) {
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) => {
+                    // Dropped by the full policy after admission, or damaged: skip it.
+                    warn!(key, "Outbox record missing or damaged; skipped");
+                    self.shared.outbox.with_state(|s| s.unsubmit_last());
+                    let _ = self.shared.outbox.discard(key);
+                    continue;
+                }
+            };
+            let payload = match record.payload {
+                Payload::Inline(b) => b,
+                Payload::FileRange { path, offset, len } => match read_range(&path, offset, len) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(key, file = %path.display(), error = %e, "Queued file range unreadable; dropped");
+                        self.shared.outbox.with_state(|s| s.unsubmit_last());
+                        let _ = self.shared.outbox.discard(key);
+                        continue;
+                    }
+                },
+            };
+            if publish_packet_size(record.topic.len(), payload.len(), true)
+                > self.settings.max_packet_size
+            {
+                // Queued under a larger limit before a config change: sending would loop.
+                warn!(key, topic = %record.topic, "Queued message exceeds max_packet_size; dropped");
+                self.shared.outbox.with_state(|s| s.unsubmit_last());
+                let _ = self.shared.outbox.discard(key);
+                continue;
+            }
+            if let Err(e) = client.try_publish(record.topic, QoS::AtLeastOnce, record.retain, payload)
+            {
+                self.shared.outbox.with_state(|s| s.unsubmit_last());
+                return Err(other(format!("MQTT client refused a publish: {e}")));
+            }
+        }
+    }
+
+    async fn heartbeat(&self, client: &AsyncClient, seq: u64) {
+        let health = self.health.clone();
+        let report = match tokio::task::spawn_blocking(move || health.report()).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "Health report panicked; heartbeat skipped");
+                return;
+            }
+        };
+        let outbox = self.shared.outbox.with_state(|s| OutboxReport {
+            messages: s.messages(),
+            bytes: s.bytes(),
+        });
+        let hb = Heartbeat::new(
+            now_ms(),
+            seq,
+            self.started.elapsed().as_secs(),
+            outbox,
+            report,
+        );
+        let body = serde_json::to_vec(&hb).expect("heartbeat serialises");
+        let topic = self.shared.topics.heartbeat();
+        if publish_packet_size(topic.len(), body.len(), false) > self.settings.max_packet_size {
+            warn!(bytes = body.len(), "Heartbeat exceeds max_packet_size; skipped");
+            return;
+        }
+        self.publish_direct(client, topic, QoS::AtMostOnce, false, body, false);
+    }
+
+    /// Queues an `outbox_full` event once messages were lost and there is room again.
+    fn report_losses(&self) {
+        let Some(lost) = self
+            .shared
+            .outbox
+            .with_state(|s| s.take_loss_report(4096))
+        else {
+            return;
+        };
+        let handle = super::UplinkHandle {
+            shared: self.shared.clone(),
+        };
+        let policy = self.settings.when_full;
+        if let Err(e) = handle.event(EventKind::OutboxFull { lost, policy }) {
+            warn!(error = %e, "Could not queue the outbox_full event");
+            self.shared.outbox.with_state(|s| s.restore_loss(lost));
+        }
+    }
+
+    async fn connected(
+        &self,
+        shutdown: &Shutdown,
+        client: &AsyncClient,
+        el: &mut EventLoop,
+    ) -> Result<(), LinkError> {
+        self.shared.outbox.with_state(|s| s.on_disconnect());
+        self.publish_direct(
+            client,
+            self.shared.topics.status(),
+            QoS::AtLeastOnce,
+            true,
+            Status::online(now_ms()).to_json(),
+            false,
+        );
+        let request_topic = self.shared.topics.request();
+        if let Err(e) = client.try_subscribe(request_topic.clone(), QoS::AtLeastOnce) {
+            return Err(other(format!("cannot subscribe: {e}")));
+        }
+        let mut hb_tick = tokio::time::interval(self.settings.heartbeat_interval);
+        hb_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hb_seq = 0u64;
+        // Set at shutdown: (deadline, packet id of the offline status once known, its ack).
+        let mut draining: Option<Instant> = None;
+        let mut offline_pkid: Option<u16> = None;
+        let mut offline_acked = false;
+        loop {
+            self.fill_window(client)?;
+            if draining.is_some() && offline_acked {
+                if self.shared.outbox.with_state(|s| s.messages() == 0) {
+                    break;
+                }
+            }
+            let deadline = draining.unwrap_or_else(Instant::now);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait(), if draining.is_none() => {
+                    info!("Shutting down the city link: publishing offline status, draining the outbox");
+                    draining = Some(Instant::now() + self.settings.drain_timeout);
+                    self.publish_direct(
+                        client,
+                        self.shared.topics.status(),
+                        QoS::AtLeastOnce,
+                        true,
+                        Status::offline(now_ms()).to_json(),
+                        true,
+                    );
+                }
+                _ = tokio::time::sleep_until(deadline), if draining.is_some() => {
+                    let left = self.shared.outbox.with_state(|s| s.messages());
+                    warn!(left, offline_acked, "Drain deadline reached; the rest stays queued");
+                    break;
+                }
+                ev = el.poll() => {
+                    let ev = ev.map_err(|e| classify(&e, &self.settings, self.settings.network_timeout()))?;
+                    match ev {
+                        Event::Outgoing(Outgoing::Publish(pkid)) => {
+                            let what = self
+                                .shared
+                                .outbox
+                                .with_state(|s| s.on_outgoing_publish(pkid))
+                                .map_err(|e| other(e.to_string()))?;
+                            if what == Submitted::Watched {
+                                offline_pkid = Some(pkid);
+                            }
+                        }
+                        Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                            // The broker acknowledged out of order and rumqttc parked a packet:
+                            // start a clean connection rather than guess which key it carries.
+                            return Err(other(format!("packet id collision on {pkid}; reconnecting")));
+                        }
+                        Event::Incoming(Packet::PubAck(ack)) => {
+                            if offline_pkid == Some(ack.pkid) {
+                                offline_acked = true;
+                                offline_pkid = None;
+                            }
+                            if let Some(key) = self.shared.outbox.with_state(|s| s.on_puback(ack.pkid)) {
+                                if let Err(e) = self.shared.outbox.remove(key) {
+                                    warn!(key, error = %e, "Cannot delete an acknowledged outbox message");
+                                }
+                                self.shared.link(|l| l.last_puback_ms = Some(now_ms()));
+                                self.report_losses();
+                            }
+                        }
+                        Event::Incoming(Packet::SubAck(ack)) => {
+                            if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                                let e = LinkError {
+                                    kind: "acl",
+                                    message: format!("refused by ACL: the broker does not let this gateway subscribe to {request_topic}"),
+                                };
+                                warn!(error = %e.message, "Subscription refused");
+                                self.shared.set_error(e);
+                            }
+                        }
+                        Event::Incoming(Packet::Publish(p)) => {
+                            // Request intake (consent, JWS) is a later issue; the request is
+                            // acknowledged and logged without its body.
+                            info!(topic = %p.topic, bytes = p.payload.len(), "Request received; request handling is not implemented yet");
+                        }
+                        _ => {}
+                    }
+                }
+                _ = hb_tick.tick(), if draining.is_none() => {
+                    self.heartbeat(client, hb_seq).await;
+                    hb_seq += 1;
+                }
+                _ = self.shared.notify.notified(), if draining.is_none() => {}
+            }
+        }
+        // Clean DISCONNECT: the broker discards the last will (the offline status is already
+        // published and acknowledged, or the deadline passed).
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        info!("City link closed");
+        Ok(())
+    }
+}
+
+fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0; len as usize];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn other(message: String) -> LinkError {
+    LinkError {
+        kind: "other",
+        message,
+    }
+}
+
+fn tls_error(e: &tls::TlsError) -> LinkError {
+    let kind = match e {
+        tls::TlsError::Expired { .. } | tls::TlsError::NotYetValid { .. } => "certificate_expired",
+        _ => "certificate",
+    };
+    LinkError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// Finds a rustls error inside an error chain (tokio-rustls wraps it in `io::Error`, whose
+/// `source()` skips the wrapped error itself, hence `get_ref`).
+fn find_rustls<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        if let Some(inner) = io.get_ref() {
+            if let Some(r) = find_rustls(inner) {
+                return Some(r);
+            }
+        }
+    }
+    e.source().and_then(find_rustls)
+}
+
+fn find_io<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a std::io::Error> {
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        return Some(io);
+    }
+    e.source().and_then(find_io)
+}
+
+/// Plain words for a connection failure.
+fn classify(e: &ConnectionError, s: &super::UplinkSettings, timeout: Duration) -> LinkError {
+    let broker = format!("{}:{}", s.host, s.port);
+    if let Some(r) = find_rustls(e) {
+        let message = tls::plain_tls(r);
+        let kind = match r {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            | rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature) => {
+                "ca_mismatch"
+            }
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired) => {
+                "certificate_expired"
+            }
+            rustls::Error::AlertReceived(_) => "certificate_refused",
+            _ => "tls",
+        };
+        return LinkError { kind, message };
+    }
+    match e {
+        ConnectionError::NetworkTimeout => {
+            return LinkError {
+                kind: "timeout",
+                message: format!("timeout: no answer from the broker {broker} within {timeout:?}"),
+            }
+        }
+        ConnectionError::FlushTimeout => {
+            return LinkError {
+                kind: "timeout",
+                message: format!("timeout: sending to the broker {broker} stalled for {timeout:?}"),
+            }
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            let (kind, what) = match code {
+                ConnectReturnCode::NotAuthorized => ("not_authorized", "not authorized"),
+                ConnectReturnCode::BadUserNamePassword => {
+                    ("not_authorized", "bad user name or password (certificate identity)")
+                }
+                ConnectReturnCode::BadClientId => ("not_authorized", "client id refused"),
+                ConnectReturnCode::ServiceUnavailable => ("other", "service unavailable"),
+                _ => ("other", "refused"),
+            };
+            return LinkError {
+                kind,
+                message: format!("refused by the broker at CONNECT: {what}"),
+            };
+        }
+        _ => {}
+    }
+    if let Some(io) = find_io(e) {
+        use std::io::ErrorKind as K;
+        let (kind, message) = match io.kind() {
+            K::ConnectionRefused => (
+                "connection_refused",
+                format!("connection refused: nothing listens at {broker} (is the broker running?)"),
+            ),
+            K::TimedOut => ("timeout", format!("timeout connecting to {broker}")),
+            K::ConnectionReset | K::UnexpectedEof | K::ConnectionAborted | K::BrokenPipe => (
+                "connection_lost",
+                format!("connection lost: the broker {broker} closed the connection ({io})"),
+            ),
+            _ => ("other", format!("network error with {broker}: {io}")),
+        };
+        return LinkError { kind, message };
+    }
+    other(format!("MQTT error with {broker}: {e}"))
+}
