@@ -78,9 +78,30 @@ const APT_HINT: &str = "apt-get install ffmpeg python3-gi gir1.2-gst-rtsp-server
 
 /// The x264 command that makes the clip (the arguments after `ffmpeg`).
 const ENCODE_ARGS: &[&str] = &[
-    "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25", "-t", "60", "-c:v", "libx264",
-    "-preset", "veryfast", "-b:v", "4M", "-maxrate", "4M", "-bufsize", "8M", "-g", "50", "-bf",
-    "0", "-pix_fmt", "yuv420p", "-f", "mpegts",
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=1920x1080:rate=25",
+    "-t",
+    "60",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-b:v",
+    "4M",
+    "-maxrate",
+    "4M",
+    "-bufsize",
+    "8M",
+    "-g",
+    "50",
+    "-bf",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+    "-f",
+    "mpegts",
 ];
 const FPS: i64 = 25;
 const CLIP_SECS: i64 = 60;
@@ -100,7 +121,10 @@ fn main() {
 
     let mut rows = Vec::new();
     for &n in &opts.cameras {
-        println!("\n## {n} camera(s): warming up, then measuring {} s", opts.secs);
+        println!(
+            "\n## {n} camera(s): warming up, then measuring {} s",
+            opts.secs
+        );
         let row = run_ingest(&opts, &clip, n);
         row.print_detail();
         rows.push(row);
@@ -148,7 +172,9 @@ impl Opts {
         };
         let num = |k: &str, default: u64| {
             var(k).map_or(default, |v| {
-                v.trim().parse().unwrap_or_else(|_| panic!("{k}: {v:?} is not a number"))
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{k}: {v:?} is not a number"))
             })
         };
         let secs = num("PORCHLIGHT_BENCH_SECS", 60).max(5);
@@ -201,13 +227,22 @@ fn machine_facts() -> String {
     let mem_kb = fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| m.lines().next().map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     let ffmpeg = Command::new("ffmpeg")
         .arg("-version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     format!(
         "machine: nproc {nproc}, {model}, {:.1} GiB RAM, kernel {}\n{ffmpeg}",
@@ -223,14 +258,22 @@ fn ensure_clip(media: &Path) -> PathBuf {
         return clip;
     }
     let tmp = media.join("clip.ts.tmp");
-    println!("encoding {} once: ffmpeg {} {}", clip.display(), ENCODE_ARGS.join(" "), tmp.display());
+    println!(
+        "encoding {} once: ffmpeg {} {}",
+        clip.display(),
+        ENCODE_ARGS.join(" "),
+        tmp.display()
+    );
     let st = Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
         .args(ENCODE_ARGS)
         .arg(&tmp)
         .status()
         .expect("run ffmpeg");
-    assert!(st.success(), "encoding the clip failed ({st}); is libx264 in this ffmpeg?");
+    assert!(
+        st.success(),
+        "encoding the clip failed ({st}); is libx264 in this ffmpeg?"
+    );
     fs::rename(&tmp, &clip).expect("rename the clip");
     clip
 }
@@ -297,7 +340,10 @@ fn log_tails(dir: &Path) -> String {
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     paths.sort();
-    for p in paths.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+    for p in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+    {
         let text = fs::read_to_string(p).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         out.push_str(&format!("--- {} ---\n", p.display()));
@@ -326,8 +372,8 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-/// Starts the GStreamer relay for `udp_ports.len()` cameras; returns its RTSP base URL.
-fn start_relay(procs: &mut Procs, logs: &Path, udp_ports: &[u16]) -> String {
+/// Starts the GStreamer relay for `udp_ports.len()` cameras; returns its RTSP base URL and pid.
+fn start_relay(procs: &mut Procs, logs: &Path, udp_ports: &[u16]) -> (String, u32) {
     let mut cmd = Command::new(PYTHON);
     cmd.arg(PathBuf::from(MANIFEST).join("tests/support/rtsp_camera.py"))
         .args(["--port", "0", "--exit-with-parent"]);
@@ -362,18 +408,33 @@ fn start_relay(procs: &mut Procs, logs: &Path, udp_ports: &[u16]) -> String {
         let code = status.and_then(|s| s.code());
         panic!(
             "the GStreamer RTSP relay did not start (exit {code:?}{}):\n{}",
-            if code == Some(3) { ", GStreamer pieces missing" } else { "" },
+            if code == Some(3) {
+                ", GStreamer pieces missing"
+            } else {
+                ""
+            },
             log_tails(logs)
         );
     };
-    procs.add("relay", child);
-    base
+    (base, procs.add("relay", child))
 }
 
 fn ffprobe_stream(url: &str) -> String {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-rtsp_transport", "tcp", "-rw_timeout", "15000000"])
-        .args(["-show_entries", "stream=codec_name,profile,width,height", "-of", "compact"])
+        .args([
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-rw_timeout",
+            "15000000",
+        ])
+        .args([
+            "-show_entries",
+            "stream=codec_name,profile,width,height",
+            "-of",
+            "compact",
+        ])
         .arg(url)
         .output()
         .expect("run ffprobe");
@@ -502,7 +563,10 @@ impl Api {
             .call()
             .map_err(|e| e.to_string())?;
         let status = resp.status();
-        let text = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
         if !status.is_success() {
             return Err(format!("{status}: {text}"));
         }
@@ -513,7 +577,11 @@ impl Api {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.get("/api/v1/status").is_err() {
             procs.assert_running(logs);
-            assert!(Instant::now() < deadline, "daemon API not up in 30 s\n{}", log_tails(logs));
+            assert!(
+                Instant::now() < deadline,
+                "daemon API not up in 30 s\n{}",
+                log_tails(logs)
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -645,12 +713,20 @@ fn run_ingest(opts: &Opts, clip: &Path, n: usize) -> IngestRow {
     let mut procs = Procs::default();
 
     let udp_ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
-    let base = start_relay(&mut procs, &logs, &udp_ports);
+    let (base, relay_pid) = start_relay(&mut procs, &logs, &udp_ports);
     let mut pusher_pids = Vec::new();
     for (i, port) in udp_ports.iter().enumerate() {
         let (out, err) = log_file(&logs, &format!("push{i}"));
         let child = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1"])
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+            ])
             .arg("-i")
             .arg(clip)
             .args(["-c", "copy", "-f", "rtp", "-sdp_file", "/dev/null"])
@@ -667,7 +743,9 @@ fn run_ingest(opts: &Opts, clip: &Path, n: usize) -> IngestRow {
     let urls: Vec<String> = (0..n).map(|i| format!("{base}/cam{i}")).collect();
     let probe = ffprobe_stream(&urls[0]);
     assert!(
-        probe.contains("codec_name=h264") && probe.contains("width=1920") && probe.contains("height=1080"),
+        probe.contains("codec_name=h264")
+            && probe.contains("width=1920")
+            && probe.contains("height=1080"),
         "the relay does not carry 1080p H.264 (ffprobe: {probe:?})\n{}",
         log_tails(&logs)
     );
@@ -694,9 +772,26 @@ fn run_ingest(opts: &Opts, clip: &Path, n: usize) -> IngestRow {
         fs::create_dir_all(&dir).unwrap();
         let (out, err) = log_file(&logs, &format!("ffmpeg{i}"));
         let child = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp", "-i"])
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-i",
+            ])
             .arg(url)
-            .args(["-c", "copy", "-f", "segment", "-segment_time", "2", "-reset_timestamps", "1"])
+            .args([
+                "-c",
+                "copy",
+                "-f",
+                "segment",
+                "-segment_time",
+                "2",
+                "-reset_timestamps",
+                "1",
+            ])
             .arg("out%05d.mp4")
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -746,12 +841,7 @@ fn run_ingest(opts: &Opts, clip: &Path, n: usize) -> IngestRow {
             ff_write: ff_pids.iter().map(|&p| write_bytes(p)).sum(),
             ff_bytes: ff_dirs.iter().map(|d| dir_bytes(d, ".mp4")).sum(),
             rig_ticks: pusher_pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>()
-                + procs
-                    .0
-                    .iter()
-                    .filter(|(name, _)| name == "relay")
-                    .map(|(_, c)| cpu_ticks(c.id()))
-                    .sum::<u64>(),
+                + cpu_ticks(relay_pid),
             machine: machine_ticks(),
         }
     };
@@ -812,7 +902,9 @@ fn run_ingest(opts: &Opts, clip: &Path, n: usize) -> IngestRow {
 }
 
 fn print_ingest_tables(rows: &[IngestRow], secs: u64) {
-    println!("### CPU and memory ({secs} s window, both sides on the same relayed streams at once)\n");
+    println!(
+        "### CPU and memory ({secs} s window, both sides on the same relayed streams at once)\n"
+    );
     println!(
         "| cameras | porchlight CPU s / stream-min | ffmpeg CPU s / stream-min | ratio (goal ≤ 0.5) | \
          porchlight RSS max / end MB | goal MB | ffmpeg RSS sum max / end MB | box busy |"
@@ -839,7 +931,9 @@ fn print_ingest_tables(rows: &[IngestRow], secs: u64) {
             r.machine_busy * 100.0
         );
     }
-    println!("\n### Write amplification (process write_bytes ÷ video bytes stored in the window)\n");
+    println!(
+        "\n### Write amplification (process write_bytes ÷ video bytes stored in the window)\n"
+    );
     println!(
         "| cameras | porchlight write_bytes MB | porchlight video MB (written_total_bytes) | porchlight WA (goal ≤ 1.1) | \
          ffmpeg write_bytes MB | ffmpeg video MB (segment files) | ffmpeg WA |"
@@ -888,7 +982,10 @@ fn best(v: &[f64]) -> f64 {
 }
 
 fn fmt_runs(v: &[f64]) -> String {
-    v.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|s| format!("{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl ExportResult {
@@ -937,7 +1034,10 @@ impl ExportResult {
             self.fill_wa,
             self.daemon_cpu_s
         );
-        println!("porchlight MP4: {}\nffmpeg MP4:     {}", self.pl_probe, self.ff_probe);
+        println!(
+            "porchlight MP4: {}\nffmpeg MP4:     {}",
+            self.pl_probe, self.ff_probe
+        );
     }
 }
 
@@ -955,7 +1055,10 @@ fn ensure_annexb(media: &Path, clip: &Path) -> PathBuf {
         .arg(&tmp)
         .status()
         .expect("run ffmpeg");
-    assert!(st.success(), "extracting the H.264 elementary stream failed ({st})");
+    assert!(
+        st.success(),
+        "extracting the H.264 elementary stream failed ({st})"
+    );
     fs::rename(&tmp, &out).unwrap();
     out
 }
@@ -1089,18 +1192,23 @@ fn put(store: &Store, init: InitId, seg: Segment) {
 fn ffprobe_file(p: &Path) -> String {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_packets", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,width,height,nb_read_packets:format=duration"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_packets:format=duration",
+        ])
         .args(["-of", "compact"])
         .arg(p)
         .output()
         .expect("run ffprobe");
-    String::from_utf8_lossy(&out.stdout).trim().replace('\n', " ")
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\n', " ")
 }
 
 fn run_export(opts: &Opts, media: &Path, clip: &Path) -> ExportResult {
     const RUNS: usize = 3;
     let minutes = opts.export_min;
-    let loops = (minutes as i64 * 60).div_ceil(CLIP_SECS);
+    let loops = (minutes as i64 * 60 + CLIP_SECS - 1) / CLIP_SECS;
     let work = opts.workdir("bench-export-");
     let logs = work.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
@@ -1109,12 +1217,27 @@ fn run_export(opts: &Opts, media: &Path, clip: &Path) -> ExportResult {
     let ff_dir = work.path().join("ffmpeg");
     fs::create_dir_all(&ff_dir).unwrap();
     let st = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-stream_loop"])
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-stream_loop",
+        ])
         .arg((loops - 1).to_string())
         .arg("-i")
         .arg(clip)
         .args(["-t", &(minutes * 60).to_string()])
-        .args(["-c", "copy", "-f", "segment", "-segment_time", "2", "-reset_timestamps", "1"])
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "segment",
+            "-segment_time",
+            "2",
+            "-reset_timestamps",
+            "1",
+        ])
         .arg("seg%05d.mp4")
         .current_dir(&ff_dir)
         .status()
@@ -1160,7 +1283,9 @@ fn run_export(opts: &Opts, media: &Path, clip: &Path) -> ExportResult {
     let (store, _) = Store::open(&data, opts_store).expect("open the store");
     let store = Arc::new(store);
     let mut seg = Segmenter::new(&info);
-    let init = store.put_init("cam0", seg.init_segment()).expect("put_init");
+    let init = store
+        .put_init("cam0", seg.init_segment())
+        .expect("put_init");
     let w0 = write_bytes(std::process::id());
     let t0 = Instant::now();
     for i in 0..total_frames {
@@ -1230,7 +1355,16 @@ fn run_export(opts: &Opts, media: &Path, clip: &Path) -> ExportResult {
         let out = Command::new(BIN)
             .arg("--config")
             .arg(&config)
-            .args(["export", "--camera", "cam0", "--from", &rfc(from_ms), "--to", &rfc(to_ms), "-o"])
+            .args([
+                "export",
+                "--camera",
+                "cam0",
+                "--from",
+                &rfc(from_ms),
+                "--to",
+                &rfc(to_ms),
+                "-o",
+            ])
             .arg(&cli_out)
             .output()
             .expect("run porchlight export");
@@ -1253,7 +1387,16 @@ fn run_export(opts: &Opts, media: &Path, clip: &Path) -> ExportResult {
         let _ = fs::remove_file(&ff_out);
         let t = Instant::now();
         let st = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0"])
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-f",
+                "concat",
+                "-safe",
+                "0",
+            ])
             .args(["-i", "list.txt", "-c", "copy", "out.mp4"])
             .current_dir(&ff_dir)
             .status()

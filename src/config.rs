@@ -625,7 +625,10 @@ fn check_uplink(
     let before = problems.len();
     let mut host_port = None;
     match Url::parse(&u.broker) {
-        Err(e) => problems.push(format!("uplink.broker {:?} is not a URL: {e}", redact_url(&u.broker))),
+        Err(e) => problems.push(format!(
+            "uplink.broker {:?} is not a URL: {e}",
+            redact_url(&u.broker)
+        )),
         Ok(url) => {
             if url.scheme() != "mqtts" {
                 problems.push(format!(

@@ -182,7 +182,11 @@ async fn event_watcher(
                 quota_bytes: usage.quota_bytes,
             });
         }
-        full = if full { usage.used_bytes >= usage.quota_bytes / 10 * 9 } else { now_full };
+        full = if full {
+            usage.used_bytes >= usage.quota_bytes / 10 * 9
+        } else {
+            now_full
+        };
         if events.is_empty() {
             continue;
         }
@@ -283,9 +287,16 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
             store: store.clone(),
             cameras: cameras.clone(),
         });
-        let (uplink, handle) = Uplink::open(settings, store.db(), health)
-            .context("cannot start the city uplink")?;
+        let (uplink, handle) =
+            Uplink::open(settings, store.db(), health).context("cannot start the city uplink")?;
         info!(gateway = %handle.gateway_id(), "City uplink configured");
+        // Tells the center the box (re)started; queued like every event, so it arrives
+        // whenever the link comes up. A short blocking sled flush at startup.
+        if let Err(e) = handle.event(EventKind::Started {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }) {
+            warn!(error = %e, "Could not queue the started event");
+        }
         uplink_task = Some(tokio::spawn(
             uplink
                 .run(uplink_shutdown)
@@ -332,8 +343,13 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     );
     if let Some(handle) = uplink_handle.clone() {
         ingest.spawn(
-            event_watcher(handle, cameras.clone(), store.clone(), ingest_shutdown.clone())
-                .instrument(tracing::info_span!("events")),
+            event_watcher(
+                handle,
+                cameras.clone(),
+                store.clone(),
+                ingest_shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("events")),
         );
     }
     info!(api = %api_addr, cameras = cameras.len(), version = env!("CARGO_PKG_VERSION"), "Porchlight running");

@@ -350,7 +350,7 @@ mod tests {
         };
         let mut seg = Segmenter::with_config(&info, config);
         let init = store.put_init("cam", seg.init_segment()).unwrap();
-        let mut put = |s: crate::media::segmenter::Segment| {
+        let put = |s: crate::media::segmenter::Segment| {
             store
                 .put_segment(
                     "cam",

@@ -8,11 +8,7 @@ use std::time::Duration;
 
 use support::camera::{Camera, Codec, Stream};
 use support::ffprobe::{decode_ok, probe};
-use support::{camera_toml, Daemon, FAST_INGEST};
-
-fn rfc(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
-}
+use support::{camera_toml, rfc, Daemon, FAST_INGEST};
 
 fn span(c: &serde_json::Value) -> (i64, i64) {
     (
@@ -187,7 +183,10 @@ fn sigterm_closes_the_open_segment_and_exits_cleanly() {
     let cam = Camera::builder()
         .stream_config(Stream::new("s", Codec::H264).fps(15).gop(60))
         .start();
-    let mut d = Daemon::start(&format!("{FAST_INGEST}{}", camera_toml("c", &cam.url("s"), "")));
+    let mut d = Daemon::start(&format!(
+        "{FAST_INGEST}{}",
+        camera_toml("c", &cam.url("s"), "")
+    ));
     d.wait_camera("c", Duration::from_secs(60), "a stored segment", |c| {
         c["segments_written"].as_u64() >= Some(1)
     });

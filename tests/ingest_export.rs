@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use support::camera::{Camera, Codec, Stream};
 use support::ffprobe::{decode_ok, probe};
-use support::{camera_toml, out_path, Daemon, FAST_INGEST};
+use support::{camera_toml, out_path, rfc, Daemon, FAST_INGEST};
 
 fn buffered_secs(c: &serde_json::Value) -> f64 {
     match (c["buffered_from_ms"].as_i64(), c["buffered_to_ms"].as_i64()) {
@@ -71,7 +71,6 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     // Export a closed range in the middle of the buffer, by RFC 3339 times.
     let from_ms = front["buffered_from_ms"].as_i64().unwrap() + 2_000;
     let to_ms = from_ms + 6_000;
-    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
     let clip = out_path(&d, "front.mp4");
     let out = d.cli_ok(&[
         "export",
@@ -172,7 +171,6 @@ fn export_outside_the_buffer_says_so() {
     // A range that starts before the buffer is exported from its start, with a note.
     let c = d.camera("c1");
     let first = c["buffered_from_ms"].as_i64().unwrap();
-    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
     let out = d.cli_ok(&[
         "export",
         "--camera",
@@ -306,7 +304,6 @@ fn a_camera_that_comes_back_with_another_resolution_gets_a_new_init_segment() {
         .as_i64()
         .expect("change reported");
     let clip = out_path(&d, "old.mp4");
-    let rfc = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().to_string();
     let out = d.cli_ok(&[
         "export",
         "--camera",

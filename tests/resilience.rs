@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use support::camera::{Camera, Codec, Stream};
-use support::{camera_toml, Daemon, FAST_INGEST};
+use support::{camera_toml, rfc, Daemon, FAST_INGEST};
 
 #[test]
 fn camera_restart_reconnects_and_the_gap_is_reported() {
@@ -50,25 +50,14 @@ fn camera_restart_reconnects_and_the_gap_is_reported() {
         "--camera",
         "c",
         "--from",
-        &from.to_string_rfc(),
+        &rfc(from),
         "--to",
-        &to.to_string_rfc(),
+        &rfc(to),
         "-o",
         clip.to_str().unwrap(),
     ]);
     assert!(out.contains("gap of"), "{out}");
     support::ffprobe::decode_ok(&clip);
-}
-
-trait Rfc {
-    fn to_string_rfc(&self) -> String;
-}
-impl Rfc for i64 {
-    fn to_string_rfc(&self) -> String {
-        jiff::Timestamp::from_millisecond(*self)
-            .unwrap()
-            .to_string()
-    }
 }
 
 #[test]
@@ -171,6 +160,14 @@ fn udp_transport_streams_too() {
     });
     assert_eq!(c["state"], "streaming");
     let clip = d.dir.path().join("udp.mp4");
-    d.cli_ok(&["export", "--camera", "c", "--last", "2s", "-o", clip.to_str().unwrap()]);
+    d.cli_ok(&[
+        "export",
+        "--camera",
+        "c",
+        "--last",
+        "2s",
+        "-o",
+        clip.to_str().unwrap(),
+    ]);
     support::ffprobe::decode_ok(&clip);
 }

@@ -202,7 +202,9 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
 }
 
 /// `GET /api/v1/uplink`: the city link's state, last error and outbox.
-async fn uplink(State(state): State<AppState>) -> Result<Json<crate::uplink::LinkStatus>, ApiError> {
+async fn uplink(
+    State(state): State<AppState>,
+) -> Result<Json<crate::uplink::LinkStatus>, ApiError> {
     Ok(Json(match &state.uplink {
         None => crate::uplink::LinkStatus::disabled(),
         Some(u) => u.status(),

@@ -315,7 +315,15 @@ mod tests {
         let h = Heartbeat::new(1, 2, 3, OutboxReport::default(), HealthReport::default());
         let v = serde_json::to_value(&h).unwrap();
         for k in [
-            "ts", "seq", "version", "uptime_s", "paused", "cameras", "storage", "outbox", "audit",
+            "ts",
+            "seq",
+            "version",
+            "uptime_s",
+            "paused",
+            "cameras",
+            "storage",
+            "outbox",
+            "audit",
             "grants_active",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");

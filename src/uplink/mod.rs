@@ -24,8 +24,8 @@
 //! `drain_timeout`, and disconnects. The handle queues events ([`UplinkHandle::event`], which
 //! blocks for a sled flush) and reports the link ([`UplinkHandle::status`]).
 
-mod mqtt;
 pub mod messages;
+mod mqtt;
 pub mod outbox;
 pub mod tls;
 
@@ -373,9 +373,10 @@ impl UplinkHandle {
 
     /// The link as `porchlight uplink` shows it.
     pub fn status(&self) -> LinkStatus {
-        let (messages, bytes, limit, policy, lost) = self.shared.outbox.with_state(|s| {
-            (s.messages(), s.bytes(), s.limit(), s.policy(), s.lost())
-        });
+        let (messages, bytes, limit, policy, lost) = self
+            .shared
+            .outbox
+            .with_state(|s| (s.messages(), s.bytes(), s.limit(), s.policy(), s.lost()));
         let event_seq = self.shared.outbox.last_event_seq().unwrap_or(0);
         self.shared.link(|l| LinkStatus {
             state: l.state.unwrap_or(LinkState::Connecting),

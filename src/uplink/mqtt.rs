@@ -217,7 +217,8 @@ impl Uplink {
                 let _ = self.shared.outbox.discard(key);
                 continue;
             }
-            if let Err(e) = client.try_publish(record.topic, QoS::AtLeastOnce, record.retain, payload)
+            if let Err(e) =
+                client.try_publish(record.topic, QoS::AtLeastOnce, record.retain, payload)
             {
                 self.shared.outbox.with_state(|s| s.unsubmit_last());
                 return Err(other(format!("MQTT client refused a publish: {e}")));
@@ -248,7 +249,10 @@ impl Uplink {
         let body = serde_json::to_vec(&hb).expect("heartbeat serialises");
         let topic = self.shared.topics.heartbeat();
         if publish_packet_size(topic.len(), body.len(), false) > self.settings.max_packet_size {
-            warn!(bytes = body.len(), "Heartbeat exceeds max_packet_size; skipped");
+            warn!(
+                bytes = body.len(),
+                "Heartbeat exceeds max_packet_size; skipped"
+            );
             return;
         }
         self.publish_direct(client, topic, QoS::AtMostOnce, false, body, false);
@@ -256,11 +260,7 @@ impl Uplink {
 
     /// Queues an `outbox_full` event once messages were lost and there is room again.
     fn report_losses(&self) {
-        let Some(lost) = self
-            .shared
-            .outbox
-            .with_state(|s| s.take_loss_report(4096))
-        else {
+        let Some(lost) = self.shared.outbox.with_state(|s| s.take_loss_report(4096)) else {
             return;
         };
         let handle = super::UplinkHandle {
@@ -483,9 +483,10 @@ fn classify(e: &ConnectionError, s: &super::UplinkSettings, timeout: Duration) -
         ConnectionError::ConnectionRefused(code) => {
             let (kind, what) = match code {
                 ConnectReturnCode::NotAuthorized => ("not_authorized", "not authorized"),
-                ConnectReturnCode::BadUserNamePassword => {
-                    ("not_authorized", "bad user name or password (certificate identity)")
-                }
+                ConnectReturnCode::BadUserNamePassword => (
+                    "not_authorized",
+                    "bad user name or password (certificate identity)",
+                ),
                 ConnectReturnCode::BadClientId => ("not_authorized", "client id refused"),
                 ConnectReturnCode::ServiceUnavailable => ("other", "service unavailable"),
                 _ => ("other", "refused"),

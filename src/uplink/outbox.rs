@@ -676,7 +676,11 @@ mod tests {
         s.next_to_send(10);
         s.on_outgoing_publish(7).unwrap();
         assert_eq!(s.on_outgoing_publish(7), Err(Desync(7)));
-        assert_eq!(s.on_outgoing_publish(8), Err(Desync(8)), "nothing submitted");
+        assert_eq!(
+            s.on_outgoing_publish(8),
+            Err(Desync(8)),
+            "nothing submitted"
+        );
     }
 
     #[test]
@@ -705,7 +709,13 @@ mod tests {
             s.admit(10).unwrap();
         }
         let a = s.admit(25).unwrap();
-        assert_eq!(a, Admitted { key: 10, evicted: vec![0, 1, 2] });
+        assert_eq!(
+            a,
+            Admitted {
+                key: 10,
+                evicted: vec![0, 1, 2]
+            }
+        );
         assert_eq!((s.messages(), s.bytes(), s.lost()), (8, 95, 3));
         assert_eq!(s.next_to_send(10), Some(3));
     }
@@ -757,7 +767,11 @@ mod tests {
             assert_eq!(Record::decode(&r.encode()), Some(r));
         }
         assert_eq!(Record::decode(&[9, 0, 1, 0, 0]), None);
-        assert_eq!(Record::decode(&[1, 0, 1, 0, 5, b'a']), None, "truncated topic");
+        assert_eq!(
+            Record::decode(&[1, 0, 1, 0, 5, b'a']),
+            None,
+            "truncated topic"
+        );
     }
 
     #[test]
@@ -777,6 +791,9 @@ mod tests {
             .unwrap();
         assert_eq!((key, seq), (3, 4));
         let k = ob.with_state(|s| s.next_to_send(10)).unwrap();
-        assert_eq!(ob.get(k).unwrap().unwrap().payload, Payload::Inline(b"1".to_vec()));
+        assert_eq!(
+            ob.get(k).unwrap().unwrap().payload,
+            Payload::Inline(b"1".to_vec())
+        );
     }
 }

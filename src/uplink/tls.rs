@@ -232,21 +232,21 @@ pub fn plain_tls(e: &rustls::Error) -> String {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "the broker's certificate is not valid yet (is the clock right?)".into()
             }
-            CertificateError::NotValidForName
-            | CertificateError::NotValidForNameContext { .. } => {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 "the broker's certificate does not name the host in uplink.broker".into()
             }
             other => format!("the broker's certificate was refused: {other:?}"),
         },
         E::AlertReceived(a) => match a {
             AlertDescription::UnknownCA => {
-                "the broker refused our certificate: it does not trust the CA that signed it"
-                    .into()
+                "the broker refused our certificate: it does not trust the CA that signed it".into()
             }
             AlertDescription::CertificateExpired => {
                 "certificate expired: the broker refused our expired certificate".into()
             }
-            AlertDescription::CertificateRevoked => "the broker says our certificate is revoked".into(),
+            AlertDescription::CertificateRevoked => {
+                "the broker says our certificate is revoked".into()
+            }
             AlertDescription::BadCertificate
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnsupportedCertificate

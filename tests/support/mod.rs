@@ -5,6 +5,8 @@
 
 pub mod camera;
 pub mod ffprobe;
+pub mod mosquitto;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -262,4 +264,9 @@ pub fn out_path(d: &Daemon, name: &str) -> PathBuf {
 /// Whether `p` exists and is non-empty.
 pub fn nonempty(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)
+}
+
+/// UTC milliseconds as RFC 3339, the form `porchlight export --from/--to` takes.
+pub fn rfc(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).unwrap().to_string()
 }
