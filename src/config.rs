@@ -917,7 +917,7 @@ url = "rtsp://192.0.2.3/"
         let all = invalid(&text).join("\n");
         for needle in [
             "mqtts://",
-            "no CN",
+            "not a valid gateway id",
             "chmod 600",
             "topic_root",
             "heartbeat_interval",

@@ -119,24 +119,45 @@ fn acl_isolates_gateways_and_a_client_without_certificate_is_refused() {
     let gw1 = broker.identity("gw-1");
     let gw2 = broker.identity("gw-2");
     // gw-2 may write its own status; gw-1 may neither read it nor overwrite it.
-    let out = broker.publish(Some(&gw2), "porchlight/v1/gw/gw-2/status", "{\"online\":true}", true);
+    let out = broker.publish(
+        Some(&gw2),
+        "porchlight/v1/gw/gw-2/status",
+        "{\"online\":true}",
+        true,
+    );
     assert!(out.status.success(), "{out:?}");
     let spy = broker.sub_once(Some(&gw1), "porchlight/v1/gw/gw-2/#", 1, 2);
     assert!(
         String::from_utf8_lossy(&spy.stdout).trim().is_empty(),
         "gw-1 read gw-2's topic: {spy:?}"
     );
-    let _ = broker.publish(Some(&gw1), "porchlight/v1/gw/gw-2/status", "{\"forged\":true}", true);
+    let _ = broker.publish(
+        Some(&gw1),
+        "porchlight/v1/gw/gw-2/status",
+        "{\"forged\":true}",
+        true,
+    );
     let center = broker.sub_once(Some(&broker.center), "porchlight/v1/gw/gw-2/status", 1, 5);
     let text = String::from_utf8_lossy(&center.stdout);
-    assert!(text.contains("\"online\":true") && !text.contains("forged"), "{text}");
+    assert!(
+        text.contains("\"online\":true") && !text.contains("forged"),
+        "{text}"
+    );
     // The center reads but may not write.
-    let _ = broker.publish(Some(&broker.center), "porchlight/v1/gw/gw-2/status", "{\"center\":1}", true);
+    let _ = broker.publish(
+        Some(&broker.center),
+        "porchlight/v1/gw/gw-2/status",
+        "{\"center\":1}",
+        true,
+    );
     let again = broker.sub_once(Some(&broker.center), "porchlight/v1/gw/gw-2/status", 1, 5);
     assert!(!String::from_utf8_lossy(&again.stdout).contains("center"));
     // No certificate: the TLS handshake fails, nothing is received.
     let anon = broker.sub_once(None, "porchlight/v1/#", 1, 3);
-    assert!(!anon.status.success(), "anonymous client was accepted: {anon:?}");
+    assert!(
+        !anon.status.success(),
+        "anonymous client was accepted: {anon:?}"
+    );
     assert!(String::from_utf8_lossy(&anon.stdout).trim().is_empty());
 }
 
@@ -155,34 +176,71 @@ fn daemon_status_heartbeat_events_and_last_will_on_kill_9() {
         camera_toml("porch", "rtsp://127.0.0.1:9/secret-path", "username = \"admin\"\npassword = \"hunter2\"")
     );
     let mut d = Daemon::start(&body);
-    let msgs = center.wait(Duration::from_secs(15), "online status, heartbeat and started event", |m| {
-        m.iter().any(|m| m.topic.ends_with("/status") && m.payload.contains("\"online\":true"))
-            && m.iter().any(|m| m.topic.ends_with("/heartbeat"))
-            && m.iter().any(|m| m.topic.ends_with("/event"))
-    });
+    let msgs = center.wait(
+        Duration::from_secs(15),
+        "online status, heartbeat and started event",
+        |m| {
+            m.iter()
+                .any(|m| m.topic.ends_with("/status") && m.payload.contains("\"online\":true"))
+                && m.iter().any(|m| m.topic.ends_with("/heartbeat"))
+                && m.iter().any(|m| m.topic.ends_with("/event"))
+        },
+    );
     for m in &msgs {
         let v: serde_json::Value = serde_json::from_str(&m.payload)
             .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {}", m.topic, m.payload));
-        for bad in ["rtsp://", "127.0.0.1", "secret-path", "hunter2", "admin", "://"] {
-            assert!(!m.payload.contains(bad), "{} leaks {bad:?}: {}", m.topic, m.payload);
+        for bad in [
+            "rtsp://",
+            "127.0.0.1",
+            "secret-path",
+            "hunter2",
+            "admin",
+            "://",
+        ] {
+            assert!(
+                !m.payload.contains(bad),
+                "{} leaks {bad:?}: {}",
+                m.topic,
+                m.payload
+            );
         }
         if m.topic.ends_with("/heartbeat") {
-            for k in ["ts", "seq", "version", "uptime_s", "paused", "cameras", "storage", "outbox", "audit", "grants_active"] {
+            for k in [
+                "ts",
+                "seq",
+                "version",
+                "uptime_s",
+                "paused",
+                "cameras",
+                "storage",
+                "outbox",
+                "audit",
+                "grants_active",
+            ] {
                 assert!(v.get(k).is_some(), "heartbeat lacks {k}: {v}");
             }
             let cam = &v["cameras"][0];
             assert_eq!(cam["id"], "porch");
-            assert_eq!(cam["sharing"], serde_json::json!({"live":"never","clips":"never"}));
+            assert_eq!(
+                cam["sharing"],
+                serde_json::json!({"live":"never","clips":"never"})
+            );
             assert_eq!(v["audit"], serde_json::json!({"seq":0,"hash":""}));
         }
     }
     // The retained status is there for a subscriber that comes later.
     let late = broker.sub_once(Some(&broker.center), "porchlight/v1/gw/gw-1/status", 1, 5);
     let late = String::from_utf8_lossy(&late.stdout);
-    assert!(late.starts_with("1 ") && late.contains("\"online\":true"), "{late}");
+    assert!(
+        late.starts_with("1 ") && late.contains("\"online\":true"),
+        "{late}"
+    );
 
     let text = d.cli_ok(&["uplink"]);
-    assert!(text.contains("connected") && text.contains("gw-1"), "{text}");
+    assert!(
+        text.contains("connected") && text.contains("gw-1"),
+        "{text}"
+    );
     let status = d.cli_ok(&["status"]);
     assert!(status.contains("city link:  connected"), "{status}");
     let j = d.get("/api/v1/uplink");
@@ -191,7 +249,8 @@ fn daemon_status_heartbeat_events_and_last_will_on_kill_9() {
     // kill -9: the broker publishes the retained last will.
     d.kill9();
     center.wait(Duration::from_secs(15), "last will", |m| {
-        m.iter().any(|m| m.topic.ends_with("/status") && m.payload == "{\"online\":false}")
+        m.iter()
+            .any(|m| m.topic.ends_with("/status") && m.payload == "{\"online\":false}")
     });
     let after = broker.sub_once(Some(&broker.center), "porchlight/v1/gw/gw-1/status", 1, 5);
     assert!(String::from_utf8_lossy(&after.stdout).contains("{\"online\":false}"));
@@ -199,14 +258,22 @@ fn daemon_status_heartbeat_events_and_last_will_on_kill_9() {
     // Restart, then a graceful stop: offline status with ts, published by the box itself.
     d.restart();
     center.wait(Duration::from_secs(15), "online again", |m| {
-        m.iter().filter(|m| m.payload.contains("\"online\":true")).count() >= 2
+        m.iter()
+            .filter(|m| m.payload.contains("\"online\":true"))
+            .count()
+            >= 2
     });
     assert!(d.stop(), "daemon did not stop cleanly:\n{}", d.logs());
     let m = center.wait(Duration::from_secs(10), "graceful offline", |m| {
-        m.iter().any(|m| m.payload.contains("\"online\":false,\"ts\""))
+        m.iter()
+            .any(|m| m.payload.contains("\"online\":false,\"ts\""))
     });
     let seqs = event_seqs(&m);
-    assert_eq!(dedup(&seqs), vec![1, 2], "started events of both runs: {seqs:?}");
+    assert_eq!(
+        dedup(&seqs),
+        vec![1, 2],
+        "started events of both runs: {seqs:?}"
+    );
 }
 
 #[test]
@@ -225,7 +292,9 @@ fn broker_outage_of_20s_loses_none_of_500_events_and_keeps_order() {
     for n in 0..100 {
         gw.event(n);
     }
-    center.wait(Duration::from_secs(10), "first 100", |m| dedup(&event_seqs(m)).len() >= 100);
+    center.wait(Duration::from_secs(10), "first 100", |m| {
+        dedup(&event_seqs(m)).len() >= 100
+    });
     let down = Instant::now();
     broker.stop();
     for n in 100..500 {
@@ -241,10 +310,18 @@ fn broker_outage_of_20s_loses_none_of_500_events_and_keeps_order() {
         dedup(&event_seqs(m)).len() >= 500
     });
     let seqs = dedup(&event_seqs(&m));
-    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>(), "order after dropping duplicates");
+    assert_eq!(
+        seqs,
+        (1..=500).collect::<Vec<u64>>(),
+        "order after dropping duplicates"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.handle.status().outbox_messages > 0 {
-        assert!(Instant::now() < deadline, "outbox not drained: {:#?}", gw.handle.status());
+        assert!(
+            Instant::now() < deadline,
+            "outbox not drained: {:#?}",
+            gw.handle.status()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(gw.handle.status().last_puback_ms.is_some());
@@ -255,7 +332,11 @@ fn broker_outage_of_20s_loses_none_of_500_events_and_keeps_order() {
 fn queued_outbox_survives_a_crash_and_is_delivered_after_restart() {
     let mut broker = Broker::start();
     let id = broker.identity("gw-1");
-    let center = broker.subscribe(Some(&broker.center), "porchlight/v1/gw/gw-1/event", &["-c", "-i", "center-crash"]);
+    let center = broker.subscribe(
+        Some(&broker.center),
+        "porchlight/v1/gw/gw-1/event",
+        &["-c", "-i", "center-crash"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     broker.stop();
     let dir = tempfile::tempdir().unwrap();
@@ -276,7 +357,9 @@ fn queued_outbox_survives_a_crash_and_is_delivered_after_restart() {
     assert_eq!(gw.handle.status().outbox_messages, 200, "outbox reopened");
     let seq = gw.event(200);
     assert_eq!(seq, 201, "event seq survives the restart");
-    let m = center.wait(Duration::from_secs(20), "201 events", |m| dedup(&event_seqs(m)).len() >= 201);
+    let m = center.wait(Duration::from_secs(20), "201 events", |m| {
+        dedup(&event_seqs(m)).len() >= 201
+    });
     assert_eq!(dedup(&event_seqs(&m)), (1..=201).collect::<Vec<u64>>());
     gw.stop();
 }
@@ -305,9 +388,15 @@ fn oversized_message_is_refused_locally_and_the_link_stays_up() {
     });
     assert!(matches!(big_event, Err(UplinkError::TooLarge { .. })));
     gw.event(1);
-    center.wait(Duration::from_secs(10), "the small event", |m| !event_seqs(m).is_empty());
+    center.wait(Duration::from_secs(10), "the small event", |m| {
+        !event_seqs(m).is_empty()
+    });
     let st = gw.handle.status();
-    assert_eq!((st.state, st.connects), (LinkState::Connected, 1), "{st:#?}");
+    assert_eq!(
+        (st.state, st.connects),
+        (LinkState::Connected, 1),
+        "{st:#?}"
+    );
     assert_eq!(st.outbox_messages, 0);
     gw.stop();
 }
@@ -326,9 +415,15 @@ fn uplink_cli_error(broker: &Broker, ca: &Path, id: &Identity) -> (String, serde
         if j["last_error"].is_string() {
             assert_ne!(j["state"], "connected", "{j}");
             assert_eq!(j["connects"], 0, "{j}");
-            return (d.cli_ok(&["uplink"]), j);
+            let text = d.cli_ok(&["uplink"]);
+            eprintln!("porchlight uplink:\n{text}");
+            return (text, j);
         }
-        assert!(Instant::now() < deadline, "no error reported: {j}\n{}", d.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no error reported: {j}\n{}",
+            d.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -373,5 +468,8 @@ fn bad_certificates_give_clear_errors_and_no_connection() {
     .unwrap();
     let out = d.cli(&["run", "--check"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("never plaintext"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never plaintext"),
+        "{out:?}"
+    );
 }

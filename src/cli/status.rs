@@ -32,7 +32,12 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         Dur(std::time::Duration::from_secs(s.uptime_s))
     );
     println!(
-        "city link:  {}",
+        "city link:  {}, {}",
+        if s.link.is_empty() {
+            "disabled"
+        } else {
+            &s.link
+        },
         if s.paired { "paired" } else { "not paired" }
     );
     println!(

@@ -301,10 +301,11 @@ impl Uplink {
         let mut offline_acked = false;
         loop {
             self.fill_window(client)?;
-            if draining.is_some() && offline_acked {
-                if self.shared.outbox.with_state(|s| s.messages() == 0) {
-                    break;
-                }
+            if draining.is_some()
+                && offline_acked
+                && self.shared.outbox.with_state(|s| s.messages() == 0)
+            {
+                break;
             }
             let deadline = draining.unwrap_or_else(Instant::now);
             tokio::select! {
@@ -357,15 +358,15 @@ impl Uplink {
                                 self.report_losses();
                             }
                         }
-                        Event::Incoming(Packet::SubAck(ack)) => {
-                            if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
-                                let e = LinkError {
-                                    kind: "acl",
-                                    message: format!("refused by ACL: the broker does not let this gateway subscribe to {request_topic}"),
-                                };
-                                warn!(error = %e.message, "Subscription refused");
-                                self.shared.set_error(e);
-                            }
+                        Event::Incoming(Packet::SubAck(ack))
+                            if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+                        {
+                            let e = LinkError {
+                                kind: "acl",
+                                message: format!("refused by ACL: the broker does not let this gateway subscribe to {request_topic}"),
+                            };
+                            warn!(error = %e.message, "Subscription refused");
+                            self.shared.set_error(e);
                         }
                         Event::Incoming(Packet::Publish(p)) => {
                             // Request intake (consent, JWS) is a later issue; the request is

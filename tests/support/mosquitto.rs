@@ -15,7 +15,11 @@ const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 /// Fails loudly when Mosquitto is missing.
 pub fn require_mosquitto() {
-    for bin in [MOSQUITTO, "/usr/bin/mosquitto_sub", "/usr/bin/mosquitto_pub"] {
+    for bin in [
+        MOSQUITTO,
+        "/usr/bin/mosquitto_sub",
+        "/usr/bin/mosquitto_pub",
+    ] {
         assert!(
             Path::new(bin).exists(),
             "{bin} is missing: the uplink tests need a real broker. Install it with \
@@ -92,8 +96,9 @@ impl Broker {
 
     fn spawn(&mut self) {
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("broker-{}.log", self.starts)))
-            .unwrap();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("broker-{}.log", self.starts)))
+                .unwrap();
         let child = Command::new(MOSQUITTO)
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
@@ -108,7 +113,11 @@ impl Broker {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mosquitto exited with {st}:\n{}", self.logs());
             }
-            assert!(Instant::now() < deadline, "mosquitto not listening:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto not listening:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -131,7 +140,10 @@ impl Broker {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.starts {
-            out.push_str(&std::fs::read_to_string(self.dir.path().join(format!("broker-{i}.log"))).unwrap_or_default());
+            out.push_str(
+                &std::fs::read_to_string(self.dir.path().join(format!("broker-{i}.log")))
+                    .unwrap_or_default(),
+            );
         }
         out
     }
@@ -207,9 +219,16 @@ impl Broker {
     }
 
     /// Runs `mosquitto_pub` as `id`.
-    pub fn publish(&self, id: Option<&Identity>, topic: &str, payload: &str, retain: bool) -> Output {
+    pub fn publish(
+        &self,
+        id: Option<&Identity>,
+        topic: &str,
+        payload: &str,
+        retain: bool,
+    ) -> Output {
         let mut c = Command::new("mosquitto_pub");
-        c.args(self.tls_args(id)).args(["-t", topic, "-m", payload, "-q", "1"]);
+        c.args(self.tls_args(id))
+            .args(["-t", topic, "-m", payload, "-q", "1"]);
         if retain {
             c.arg("-r");
         }
