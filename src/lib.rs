@@ -11,6 +11,8 @@
 //! ```
 //!
 //! - [`config`]: the TOML configuration, validated in one pass that reports every problem.
+//! - [`consent`]: the consent engine, pure: per-camera rules, decisions, grants and the
+//!   send-time check for every fragment that leaves the box.
 //! - [`ingest`]: one worker per camera (retina RTSP session, read timeout, capped jittered
 //!   backoff forever), camera health, and the live broadcast.
 //! - [`media`]: pure fMP4 writing, GOP segmentation and MP4 export; no I/O.
@@ -28,6 +30,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod daemon;
 pub mod export;
 pub mod ingest;

@@ -8,6 +8,7 @@
 //!   live fragments.
 //! - [`segmenter`] groups frames into GOP-aligned segments, one fragment per GOP, each mapped to
 //!   wall-clock time.
+//! - [`live`] cuts the live path finer: one fragment per video frame, for low latency.
 //! - [`export`] turns an init segment and a run of stored fragments into one progressive MP4.
 //!
 //! Timestamps: every track has its own timescale (90 kHz for video from RTP, the sample rate for
@@ -15,6 +16,7 @@
 //! Cameras almost never send B-frames, so presentation time equals decode time (no `ctts`).
 
 pub mod export;
+pub mod live;
 pub mod mp4;
 pub mod segmenter;
 

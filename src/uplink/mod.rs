@@ -6,6 +6,7 @@
 //!
 //! - [`tls`]: the rustls client configuration (ring provider, city CA only, the box's
 //!   certificate; key file 0600) and the gateway id, which is the certificate's CN.
+//! - [`framing`]: PLM1, the binary framing of live feeds and clips.
 //! - [`messages`]: topics and JSON payloads. Nothing that names an address, URL or credential
 //!   can be put in them.
 //! - [`outbox`]: every QoS 1 message is written to sled and flushed before it is sent, and
@@ -24,6 +25,7 @@
 //! `drain_timeout`, and disconnects. The handle queues events ([`UplinkHandle::event`], which
 //! blocks for a sled flush) and reports the link ([`UplinkHandle::status`]).
 
+pub mod framing;
 pub mod messages;
 mod mqtt;
 pub mod outbox;
