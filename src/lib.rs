@@ -22,12 +22,15 @@
 //! - [`api`]: the daemon's local control API, which the `porchlight` CLI talks to (sled allows
 //!   one process per database, so the daemon owns it).
 //! - [`daemon`]: wiring, named tasks and ordered shutdown.
+//! - [`audit`]: the hash-chained audit log in sled (append, verify against the center's
+//!   anchor, export).
 //! - [`cli`]: one file per subcommand.
 //!
 //! Boundaries: ingest and media never import an uplink; discovery results and camera URLs never
 //! leave the house; camera passwords are held in [`config::Secret`], which never prints.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod consent;

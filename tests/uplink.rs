@@ -473,3 +473,70 @@ fn bad_certificates_give_clear_errors_and_no_connection() {
         "{out:?}"
     );
 }
+
+#[test]
+fn requests_are_durable_before_their_puback_and_live_goes_out_at_qos_0() {
+    let broker = Broker::start();
+    let id = broker.identity("gw-1");
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let gw = start_gw(settings(&broker, &id), &db);
+    gw.wait_state(LinkState::Connected, Duration::from_secs(10));
+    // Give the SUBACK a moment, then the center publishes two requests.
+    std::thread::sleep(Duration::from_millis(300));
+    for body in ["req-one", "req-two"] {
+        let out = broker.publish(
+            Some(&broker.center),
+            "porchlight/v1/gw/gw-1/request",
+            body,
+            false,
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let inbox = gw.handle.inbox().clone();
+    let mut reader = inbox.reader();
+    let got: Vec<Vec<u8>> = gw.rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let (k, payload) = tokio::time::timeout(Duration::from_secs(10), reader.next())
+                .await
+                .expect("request delivered to the inbox");
+            v.push(payload);
+            if v.len() == 1 {
+                inbox.done(k).unwrap();
+            }
+        }
+        v
+    });
+    assert_eq!(got, [b"req-one".to_vec(), b"req-two".to_vec()]);
+    // Another gateway's request topic is not ours: gw-2 cannot reach gw-1's inbox.
+    let gw2 = broker.identity("gw-2");
+    let _ = broker.publish(Some(&gw2), "porchlight/v1/gw/gw-1/request", "forged", false);
+
+    // Live: QoS 0 on the live topic, received by the center as sent.
+    let live_topic = gw.handle.topics().live("r1");
+    assert_eq!(live_topic, "porchlight/v1/gw/gw-1/live/r1");
+    let center = broker.subscribe(Some(&broker.center), &live_topic, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    gw.handle
+        .publish_live(live_topic.clone(), b"PLM1-frame".to_vec())
+        .unwrap();
+    center.wait(Duration::from_secs(10), "the live message", |m| {
+        m.iter().any(|m| m.payload.contains("PLM1-frame"))
+    });
+    let huge = gw.handle.publish_live(live_topic, vec![0u8; 2 << 20]);
+    assert!(matches!(
+        huge,
+        Err(porchlight::uplink::LiveRefused::TooLarge { .. })
+    ));
+    gw.stop();
+
+    // The unfinished request is still there after a restart; the done one is gone; nothing forged.
+    let gw = start_gw(settings(&broker, &id), &db);
+    let inbox = gw.handle.inbox().clone();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(inbox.len(), 1, "only req-two is pending");
+    let (_, payload) = gw.rt.block_on(async { inbox.reader().next().await });
+    assert_eq!(payload, b"req-two");
+    gw.stop();
+}

@@ -512,7 +512,9 @@ impl Engine {
             .state
             .pending
             .values()
-            .filter(|p| p.request.camera == camera && gone(p.request.emergency, p.request.scope.kind()))
+            .filter(|p| {
+                p.request.camera == camera && gone(p.request.emergency, p.request.scope.kind())
+            })
             .map(|p| p.request.id.clone())
             .collect();
         for id in ended {

@@ -64,9 +64,9 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{evaluate, 
-    Cancelled, Decision, DenyReason, EndReason, Engine, EngineOptions, EngineState, Event, Grant,
-    GrantedBy, Now, PendingRequest, Refusal, Request, RequestScope, Scope, Verdict,
+pub use engine::{
+    evaluate, Cancelled, Decision, DenyReason, EndReason, Engine, EngineOptions, EngineState,
+    Event, Grant, GrantedBy, Now, PendingRequest, Refusal, Request, RequestScope, Scope, Verdict,
 };
 pub use rules::{CameraRules, EmergencyRules, Hours, Kind, Mode};
 

@@ -83,7 +83,10 @@ pub struct Hours {
 impl Hours {
     fn problems(&self, out: &mut Vec<String>) {
         if self.start_hour > 23 {
-            out.push(format!("hours.start_hour {} is not 0..=23", self.start_hour));
+            out.push(format!(
+                "hours.start_hour {} is not 0..=23",
+                self.start_hour
+            ));
         }
         if self.end_hour > 24 {
             out.push(format!("hours.end_hour {} is not 0..=24", self.end_hour));

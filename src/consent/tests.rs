@@ -128,7 +128,9 @@ fn decide_table_every_mode_kind_emergency_paused_hours() {
                             }
                             let req = match kind {
                                 Kind::Live => live("r1", "cam", 60, emergency),
-                                Kind::Clip => clip("r1", "cam", now_ms - 600_000, now_ms, emergency),
+                                Kind::Clip => {
+                                    clip("r1", "cam", now_ms - 600_000, now_ms, emergency)
+                                }
                             };
                             let d = e.decide(&req, Now::utc(now_ms)).unwrap();
                             let got = match &d.verdict {
@@ -204,7 +206,9 @@ fn live_always_clamps_to_max_live() {
             ..rules(Mode::Always, Mode::Never)
         },
     );
-    let d = e.decide(&live("r", "cam", 7200, false), Now::utc(NOON)).unwrap();
+    let d = e
+        .decide(&live("r", "cam", 7200, false), Now::utc(NOON))
+        .unwrap();
     let g = granted(&d);
     assert_eq!(g.start_ms, NOON);
     assert_eq!(g.until_ms, NOON + 900_000);
@@ -214,7 +218,9 @@ fn live_always_clamps_to_max_live() {
 #[test]
 fn live_always_short_ask_is_not_extended() {
     let mut e = engine_with("cam", rules(Mode::Always, Mode::Never));
-    let d = e.decide(&live("r", "cam", 30, false), Now::utc(NOON)).unwrap();
+    let d = e
+        .decide(&live("r", "cam", 30, false), Now::utc(NOON))
+        .unwrap();
     assert_eq!(granted(&d).until_ms, NOON + 30_000);
 }
 
@@ -232,7 +238,9 @@ fn live_always_inside_hours_ends_when_hours_end() {
         },
     );
     let now = MIDNIGHT + 19 * H + 50 * 60_000; // 19:50
-    let d = e.decide(&live("r", "cam", 3600, false), Now::utc(now)).unwrap();
+    let d = e
+        .decide(&live("r", "cam", 3600, false), Now::utc(now))
+        .unwrap();
     assert_eq!(granted(&d).until_ms, MIDNIGHT + 20 * H);
 }
 
@@ -249,12 +257,17 @@ fn emergency_ignores_hours_and_always_notifies() {
     });
     let mut e = engine_with("cam", r);
     let night = MIDNIGHT + 23 * H;
-    let d = e.decide(&live("e1", "cam", 60, true), Now::utc(night)).unwrap();
+    let d = e
+        .decide(&live("e1", "cam", 60, true), Now::utc(night))
+        .unwrap();
     assert_eq!(granted(&d).until_ms, night + 60_000);
     assert!(d.notify_resident);
     // The emergency clip rule is `never`, although normal clips are `always`.
     let d = e
-        .decide(&clip("e2", "cam", night - 1000, night, true), Now::utc(night))
+        .decide(
+            &clip("e2", "cam", night - 1000, night, true),
+            Now::utc(night),
+        )
         .unwrap();
     assert_eq!(
         d.verdict,
@@ -312,14 +325,27 @@ fn clip_window_straddling_end_of_hours_is_denied() {
     let at = MIDNIGHT + 23 * H;
     let cases = [
         ("inside", MIDNIGHT + 19 * H, MIDNIGHT + 20 * H, true),
-        ("straddles end", MIDNIGHT + 19 * H, MIDNIGHT + 20 * H + 1, false),
-        ("straddles start", MIDNIGHT + 8 * H - 1, MIDNIGHT + 9 * H, false),
+        (
+            "straddles end",
+            MIDNIGHT + 19 * H,
+            MIDNIGHT + 20 * H + 1,
+            false,
+        ),
+        (
+            "straddles start",
+            MIDNIGHT + 8 * H - 1,
+            MIDNIGHT + 9 * H,
+            false,
+        ),
         ("before", MIDNIGHT + 7 * H, MIDNIGHT + 8 * H, false),
         ("at start", MIDNIGHT + 8 * H, MIDNIGHT + 8 * H + 1, true),
     ];
     for (i, (name, from, to, ok)) in cases.into_iter().enumerate() {
         let d = e
-            .decide(&clip(&format!("r{i}"), "cam", from, to, false), Now::utc(at))
+            .decide(
+                &clip(&format!("r{i}"), "cam", from, to, false),
+                Now::utc(at),
+            )
             .unwrap();
         assert_eq!(matches!(d.verdict, Verdict::Granted(_)), ok, "{name}");
     }
@@ -409,7 +435,11 @@ fn rules_validate_reports_every_problem() {
     }
     let mut e = Engine::new(EngineOptions::default());
     assert!(e.set_rules("cam", bad).is_err());
-    assert_eq!(e.rules("cam"), CameraRules::default(), "invalid rules not stored");
+    assert_eq!(
+        e.rules("cam"),
+        CameraRules::default(),
+        "invalid rules not stored"
+    );
     assert!(CameraRules::default().validate().is_ok());
 }
 
@@ -437,7 +467,9 @@ fn rules_serde_defaults_and_unknown_fields() {
 #[test]
 fn ask_is_pending_and_expires_after_ten_minutes() {
     let mut e = engine_with("cam", rules(Mode::Ask, Mode::Ask));
-    let d = e.decide(&live("r", "cam", 60, false), Now::utc(NOON)).unwrap();
+    let d = e
+        .decide(&live("r", "cam", 60, false), Now::utc(NOON))
+        .unwrap();
     assert_eq!(
         d.verdict,
         Verdict::Pending {
@@ -469,7 +501,9 @@ fn ask_timeout_is_configurable() {
         ..EngineOptions::default()
     });
     e.set_rules("cam", rules(Mode::Ask, Mode::Never)).unwrap();
-    let d = e.decide(&live("r", "cam", 60, false), Now::utc(NOON)).unwrap();
+    let d = e
+        .decide(&live("r", "cam", 60, false), Now::utc(NOON))
+        .unwrap();
     assert_eq!(
         d.verdict,
         Verdict::Pending {
@@ -487,7 +521,9 @@ fn approve_starts_grant_at_approval_within_current_limits() {
     assert_eq!(g.start_ms, NOON + 5000);
     assert_eq!(g.until_ms, NOON + 5000 + 900_000);
     assert_eq!(g.granted_by, GrantedBy::Resident);
-    assert!(e.may_send("r", "cam", Kind::Live, None, NOON + 5000).is_ok());
+    assert!(e
+        .may_send("r", "cam", Kind::Live, None, NOON + 5000)
+        .is_ok());
     assert!(matches!(
         e.approve("r", NOON + 6000),
         Err(ConsentError::NotFound { .. })
@@ -553,7 +589,9 @@ fn revoke_stops_may_send_immediately() {
     let mut e = engine_with("cam", rules(Mode::Always, Mode::Always));
     e.decide(&live("r", "cam", 60, false), Now::utc(NOON))
         .unwrap();
-    assert!(e.may_send("r", "cam", Kind::Live, Some(NOON..NOON + 40), NOON).is_ok());
+    assert!(e
+        .may_send("r", "cam", Kind::Live, Some(NOON..NOON + 40), NOON)
+        .is_ok());
     assert_eq!(e.revoke("r").unwrap().id, "r");
     assert_eq!(
         e.may_send("r", "cam", Kind::Live, Some(NOON..NOON + 40), NOON)
@@ -577,7 +615,9 @@ fn pause_ends_all_grants_and_pending_and_denies_new() {
         e.may_send("g", "cam", Kind::Live, None, NOON).unwrap_err(),
         Refusal::Paused
     );
-    let d = e.decide(&live("n", "cam", 60, true), Now::utc(NOON)).unwrap();
+    let d = e
+        .decide(&live("n", "cam", 60, true), Now::utc(NOON))
+        .unwrap();
     assert_eq!(
         d.verdict,
         Verdict::Denied {
@@ -599,7 +639,9 @@ fn resume_does_not_restore_grants() {
         e.may_send("g", "cam", Kind::Live, None, NOON).unwrap_err(),
         Refusal::NoGrant
     );
-    let d = e.decide(&live("g2", "cam", 60, false), Now::utc(NOON)).unwrap();
+    let d = e
+        .decide(&live("g2", "cam", 60, false), Now::utc(NOON))
+        .unwrap();
     granted(&d);
 }
 
@@ -627,7 +669,9 @@ fn expire_ends_grant_at_until_and_may_send_refuses_before_expire_runs() {
     let mut e = engine_with("cam", rules(Mode::Always, Mode::Never));
     e.decide(&live("g", "cam", 10, false), Now::utc(NOON))
         .unwrap();
-    assert!(e.may_send("g", "cam", Kind::Live, None, NOON + 9_999).is_ok());
+    assert!(e
+        .may_send("g", "cam", Kind::Live, None, NOON + 9_999)
+        .is_ok());
     assert_eq!(
         e.may_send("g", "cam", Kind::Live, None, NOON + 10_000)
             .unwrap_err(),
@@ -649,19 +693,94 @@ fn may_send_checks_camera_kind_time_and_window() {
     let mut e = engine_with("cam", rules(Mode::Always, Mode::Always));
     e.set_rules("cam2", rules(Mode::Always, Mode::Always))
         .unwrap();
-    e.decide(&clip("c", "cam", NOON - 60_000, NOON, false), Now::utc(NOON))
-        .unwrap();
+    e.decide(
+        &clip("c", "cam", NOON - 60_000, NOON, false),
+        Now::utc(NOON),
+    )
+    .unwrap();
     let t = NOON + 1000;
-    let cases: [(&str, &str, &str, Kind, Option<std::ops::Range<i64>>, i64, Result<(), Refusal>); 9] = [
-        ("inside", "c", "cam", Kind::Clip, Some(NOON - 30_000..NOON - 28_000), t, Ok(())),
-        ("overlaps start", "c", "cam", Kind::Clip, Some(NOON - 62_000..NOON - 59_000), t, Ok(())),
-        ("before", "c", "cam", Kind::Clip, Some(NOON - 62_000..NOON - 60_000), t, Err(Refusal::OutsideGrant)),
-        ("after", "c", "cam", Kind::Clip, Some(NOON..NOON + 2000), t, Err(Refusal::OutsideGrant)),
+    let cases: [(
+        &str,
+        &str,
+        &str,
+        Kind,
+        Option<std::ops::Range<i64>>,
+        i64,
+        Result<(), Refusal>,
+    ); 9] = [
+        (
+            "inside",
+            "c",
+            "cam",
+            Kind::Clip,
+            Some(NOON - 30_000..NOON - 28_000),
+            t,
+            Ok(()),
+        ),
+        (
+            "overlaps start",
+            "c",
+            "cam",
+            Kind::Clip,
+            Some(NOON - 62_000..NOON - 59_000),
+            t,
+            Ok(()),
+        ),
+        (
+            "before",
+            "c",
+            "cam",
+            Kind::Clip,
+            Some(NOON - 62_000..NOON - 60_000),
+            t,
+            Err(Refusal::OutsideGrant),
+        ),
+        (
+            "after",
+            "c",
+            "cam",
+            Kind::Clip,
+            Some(NOON..NOON + 2000),
+            t,
+            Err(Refusal::OutsideGrant),
+        ),
         ("init", "c", "cam", Kind::Clip, None, t, Ok(())),
-        ("other camera", "c", "cam2", Kind::Clip, None, t, Err(Refusal::WrongCamera)),
-        ("other kind", "c", "cam", Kind::Live, None, t, Err(Refusal::WrongKind)),
-        ("unknown id", "x", "cam", Kind::Clip, None, t, Err(Refusal::NoGrant)),
-        ("after ttl", "c", "cam", Kind::Clip, None, NOON + 86_400_000, Err(Refusal::GrantExpired)),
+        (
+            "other camera",
+            "c",
+            "cam2",
+            Kind::Clip,
+            None,
+            t,
+            Err(Refusal::WrongCamera),
+        ),
+        (
+            "other kind",
+            "c",
+            "cam",
+            Kind::Live,
+            None,
+            t,
+            Err(Refusal::WrongKind),
+        ),
+        (
+            "unknown id",
+            "x",
+            "cam",
+            Kind::Clip,
+            None,
+            t,
+            Err(Refusal::NoGrant),
+        ),
+        (
+            "after ttl",
+            "c",
+            "cam",
+            Kind::Clip,
+            None,
+            NOON + 86_400_000,
+            Err(Refusal::GrantExpired),
+        ),
     ];
     for (name, id, cam, kind, media, now, want) in cases {
         assert_eq!(
@@ -677,7 +796,10 @@ fn may_send_live_allows_preroll_only() {
     let mut e = engine_with("cam", rules(Mode::Always, Mode::Never));
     e.decide(&live("g", "cam", 60, false), Now::utc(NOON))
         .unwrap();
-    let ok = |m: i64| e.may_send("g", "cam", Kind::Live, Some(m..m + 33), NOON + 100).is_ok();
+    let ok = |m: i64| {
+        e.may_send("g", "cam", Kind::Live, Some(m..m + 33), NOON + 100)
+            .is_ok()
+    };
     assert!(ok(NOON - 10_000), "pre-roll keyframe");
     assert!(!ok(NOON - 10_001), "older than the pre-roll");
     assert!(ok(NOON + 59_999));
@@ -937,8 +1059,17 @@ impl Model {
         }
     }
 
-    fn may_send(&self, id: &str, cam: &str, kind: Kind, media: Option<(i64, i64)>, now: i64) -> bool {
-        let Some(a) = self.auth.get(id) else { return false };
+    fn may_send(
+        &self,
+        id: &str,
+        cam: &str,
+        kind: Kind,
+        media: Option<(i64, i64)>,
+        now: i64,
+    ) -> bool {
+        let Some(a) = self.auth.get(id) else {
+            return false;
+        };
         if self.paused || a.camera != cam || a.kind != kind || now < a.start || now >= a.until {
             return false;
         }
@@ -956,7 +1087,8 @@ fn check_invariants(e: &Engine, m: &Model) -> Result<(), TestCaseError> {
         match g.scope {
             Scope::Live => prop_assert!(
                 g.until_ms - g.start_ms <= r.max_live_s as i64 * 1000,
-                "live grant {} outlives its limit", g.id
+                "live grant {} outlives its limit",
+                g.id
             ),
             Scope::Clip { from_ms, to_ms } => {
                 prop_assert!(from_ms < to_ms);
@@ -964,7 +1096,10 @@ fn check_invariants(e: &Engine, m: &Model) -> Result<(), TestCaseError> {
             }
         }
         prop_assert!(!e.is_paused(), "a grant survived a pause");
-        prop_assert!(r.mode(g.kind(), g.emergency) != Mode::Never, "grant under a never rule");
+        prop_assert!(
+            r.mode(g.kind(), g.emergency) != Mode::Never,
+            "grant under a never rule"
+        );
     }
     prop_assert_eq!(e.grants().count(), m.auth.len());
     prop_assert_eq!(e.pending().count(), m.pending.len());

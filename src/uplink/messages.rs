@@ -39,6 +39,27 @@ impl Topics {
     pub fn request(&self) -> String {
         format!("{}/request", self.base)
     }
+
+    /// `{root}/gw/{gw}/reply` — QoS 1 via the outbox.
+    pub fn reply(&self) -> String {
+        format!("{}/reply", self.base)
+    }
+
+    /// `{root}/gw/{gw}/audit` — QoS 1 via the outbox.
+    pub fn audit(&self) -> String {
+        format!("{}/audit", self.base)
+    }
+
+    /// `{root}/gw/{gw}/live/{request_id}` — QoS 0, PLM1-framed. `request_id` has been checked
+    /// against `[A-Za-z0-9_-]{1,64}` (it becomes a topic level).
+    pub fn live(&self, request_id: &str) -> String {
+        format!("{}/live/{request_id}", self.base)
+    }
+
+    /// `{root}/gw/{gw}/clip/{request_id}` — QoS 1 via the outbox, PLM1-framed.
+    pub fn clip(&self, request_id: &str) -> String {
+        format!("{}/clip/{request_id}", self.base)
+    }
 }
 
 /// The retained status message (and, with `online: false`, the last will).

@@ -7,6 +7,7 @@
 //! - [`tls`]: the rustls client configuration (ring provider, city CA only, the box's
 //!   certificate; key file 0600) and the gateway id, which is the certificate's CN.
 //! - [`framing`]: PLM1, the binary framing of live feeds and clips.
+//! - [`inbox`]: requests from the center, stored durably before their PUBACK.
 //! - [`messages`]: topics and JSON payloads. Nothing that names an address, URL or credential
 //!   can be put in them.
 //! - [`outbox`]: every QoS 1 message is written to sled and flushed before it is sent, and
@@ -26,6 +27,7 @@
 //! blocks for a sled flush) and reports the link ([`UplinkHandle::status`]).
 
 pub mod framing;
+pub mod inbox;
 pub mod messages;
 mod mqtt;
 pub mod outbox;
@@ -127,6 +129,9 @@ pub enum UplinkError {
     /// The outbox refused or failed.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// The inbox could not be opened or written.
+    #[error(transparent)]
+    Inbox(#[from] inbox::InboxError),
     /// The message would exceed `uplink.max_packet_size` (rumqttc would otherwise drop the
     /// connection and retry the same packet forever).
     #[error("message to {topic} is {size} bytes as an MQTT packet, over uplink.max_packet_size {max}; refused")]
@@ -263,6 +268,8 @@ struct LinkInfo {
 
 struct Shared {
     outbox: Outbox,
+    inbox: inbox::Inbox,
+    live_tx: tokio::sync::mpsc::Sender<LiveMessage>,
     topics: Topics,
     gateway_id: String,
     broker: String,
@@ -373,6 +380,29 @@ impl UplinkHandle {
         Ok(())
     }
 
+    /// The durable inbox of requests from the center.
+    pub fn inbox(&self) -> &inbox::Inbox {
+        &self.shared.inbox
+    }
+
+    /// Sends a live-feed message at QoS 0, or drops it at once (never waits).
+    pub fn publish_live(&self, topic: String, payload: Vec<u8>) -> Result<(), LiveRefused> {
+        let size = publish_packet_size(topic.len(), payload.len(), false);
+        if size > self.shared.max_packet_size {
+            return Err(LiveRefused::TooLarge {
+                size,
+                max: self.shared.max_packet_size,
+            });
+        }
+        if self.shared.link(|l| l.state) != Some(LinkState::Connected) {
+            return Err(LiveRefused::Down);
+        }
+        self.shared
+            .live_tx
+            .try_send(LiveMessage { topic, payload })
+            .map_err(|_| LiveRefused::Busy)
+    }
+
     /// The link as `porchlight uplink` shows it.
     pub fn status(&self) -> LinkStatus {
         let (messages, bytes, limit, policy, lost) = self
@@ -400,8 +430,40 @@ impl UplinkHandle {
     }
 }
 
+/// A QoS 0 live-feed message on its way to the broker.
+#[derive(Debug)]
+pub struct LiveMessage {
+    /// Full topic.
+    pub topic: String,
+    /// PLM1-framed payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a live message was not taken (it is dropped: live is QoS 0 and degrades, never stalls).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LiveRefused {
+    /// The city link is down.
+    #[error("the city link is down")]
+    Down,
+    /// The link is slower than the feed; the queue is full.
+    #[error("the city link is behind; live message dropped")]
+    Busy,
+    /// Larger than `max_packet_size`.
+    #[error("live message of {size} bytes exceeds max_packet_size {max}")]
+    TooLarge {
+        /// Packet size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Live messages queued towards the broker (about a second of sub-GOP fragments at 30 fps).
+pub const LIVE_QUEUE: usize = 48;
+
 /// The uplink worker. Create with [`Uplink::open`], run with [`Uplink::run`].
 pub struct Uplink {
+    live_rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<LiveMessage>>,
     shared: Arc<Shared>,
     settings: UplinkSettings,
     health: Arc<dyn HealthSource>,
@@ -419,8 +481,12 @@ impl Uplink {
     ) -> Result<(Uplink, UplinkHandle), UplinkError> {
         let gateway_id = tls::gateway_id(&settings.cert_file)?;
         let outbox = Outbox::open(db, settings.outbox_limit, settings.when_full)?;
+        let inbox = inbox::Inbox::open(db)?;
+        let (live_tx, live_rx) = tokio::sync::mpsc::channel(LIVE_QUEUE);
         let shared = Arc::new(Shared {
             outbox,
+            inbox,
+            live_tx,
             topics: Topics::new(&settings.topic_root, &gateway_id),
             broker: format!("{}:{}", settings.host, settings.port),
             gateway_id,
@@ -434,6 +500,7 @@ impl Uplink {
         };
         Ok((
             Uplink {
+                live_rx: tokio::sync::Mutex::new(live_rx),
                 shared,
                 settings,
                 health,

@@ -21,6 +21,10 @@ use crate::daemon::Shutdown;
 /// subscribe, heartbeats and the disconnect.
 const CHANNEL_CAPACITY: usize = WINDOW + 64;
 
+/// Live messages may occupy the client's queue only up to here, so the outbox window, status
+/// and heartbeats always fit in what remains.
+const LIVE_CLIENT_QUEUE: usize = CHANNEL_CAPACITY - WINDOW - 16;
+
 /// How a connection ended.
 enum Ended {
     /// Shutdown was asked for and handled.
@@ -69,6 +73,8 @@ impl Uplink {
         let mut o = MqttOptions::new(tls.gateway_id.clone(), s.host.clone(), s.port);
         o.set_keep_alive(s.keepalive)
             .set_clean_session(false)
+            // Requests are acknowledged only once they are in the durable inbox.
+            .set_manual_acks(true)
             .set_max_packet_size(s.max_packet_size, s.max_packet_size)
             // Room for the window plus status and heartbeats, so rumqttc's own flow control
             // never blocks what we already bounded.
@@ -295,6 +301,9 @@ impl Uplink {
         let mut hb_tick = tokio::time::interval(self.settings.heartbeat_interval);
         hb_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hb_seq = 0u64;
+        let mut live_rx = self.live_rx.lock().await;
+        // Live messages queued while the link was down are stale: drop them.
+        while live_rx.try_recv().is_ok() {}
         // Set at shutdown: (deadline, packet id of the offline status once known, its ack).
         let mut draining: Option<Instant> = None;
         let mut offline_pkid: Option<u16> = None;
@@ -369,9 +378,21 @@ impl Uplink {
                             self.shared.set_error(e);
                         }
                         Event::Incoming(Packet::Publish(p)) => {
-                            // Request intake (consent, JWS) is a later issue; the request is
-                            // acknowledged and logged without its body.
-                            info!(topic = %p.topic, bytes = p.payload.len(), "Request received; request handling is not implemented yet");
+                            if p.topic != request_topic {
+                                warn!(topic = %p.topic, "Message on an unexpected topic ignored");
+                                let _ = client.try_ack(&p);
+                                continue;
+                            }
+                            match self.shared.inbox.put(&p.payload) {
+                                Ok(key) => {
+                                    debug!(key, bytes = p.payload.len(), "Request received");
+                                    if let Err(e) = client.try_ack(&p) {
+                                        warn!(error = %e, "Cannot acknowledge a request; the broker will send it again");
+                                    }
+                                }
+                                // Not acknowledged: the broker redelivers it on the next connection.
+                                Err(e) => warn!(error = %e, "Request not taken in"),
+                            }
                         }
                         _ => {}
                     }
@@ -381,6 +402,16 @@ impl Uplink {
                     hb_seq += 1;
                 }
                 _ = self.shared.notify.notified(), if draining.is_none() => {}
+                Some(m) = live_rx.recv(), if draining.is_none() => {
+                    // A full client queue means the link is behind: drop live, never wait, and
+                    // always leave room for the outbox window and status.
+                    let queued = self.shared.outbox.with_state(|s| s.queued());
+                    if queued >= LIVE_CLIENT_QUEUE
+                        || !self.publish_direct(client, m.topic, QoS::AtMostOnce, false, m.payload, false)
+                    {
+                        debug!(queued, "Live message dropped: the link is behind");
+                    }
+                }
             }
         }
         // Clean DISCONNECT: the broker discards the last will (the offline status is already

@@ -354,6 +354,11 @@ impl OutboxState {
         self.submitted.push_back(Submitted::Untracked);
     }
 
+    /// Messages handed to the MQTT client that it has not yet written (its request queue).
+    pub fn queued(&self) -> usize {
+        self.submitted.len()
+    }
+
     /// Records that a message outside the outbox whose PUBACK the worker awaits was handed to
     /// the client; [`on_outgoing_publish`](Self::on_outgoing_publish) returns
     /// [`Submitted::Watched`] for it.

@@ -54,7 +54,7 @@ impl Broker {
         let acl = dir.path().join("acl");
         std::fs::write(
             &acl,
-            "user center\ntopic read porchlight/v1/#\n\npattern readwrite porchlight/v1/gw/%u/#\n",
+            "user center\ntopic read porchlight/v1/#\ntopic write porchlight/v1/gw/+/request\n\npattern readwrite porchlight/v1/gw/%u/#\n",
         )
         .unwrap();
         let conf = format!(
