@@ -189,16 +189,17 @@ fn main() {
         );
     }
     println!("\n## Backlog memory (VmRSS of the uplink process, MiB)\n");
-    println!("| case | after open | after queueing | max during drain | after drain | queue s | drain s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| case | after open | after queueing | max during drain | after drain | open s | queue s | drain s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for b in &backlog {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             b.case,
             mib(b.get("rss_open_kb")),
             mib(b.get("rss_queued_kb")),
             mib(b.get("rss_drain_max_kb")),
             mib(b.get("rss_drained_kb")),
+            secs(b.get("open_s")),
             secs(b.get("queue_s")),
             secs(b.get("drain_s")),
         );
@@ -667,6 +668,33 @@ fn drain_section(
                 }
             }
         }
+        // Producer and link at once: the uplink runs (connected) while the messages are
+        // queued; the time runs from the first queueing to the empty outbox.
+        let mut live = Vec::new();
+        if size == KIB {
+            for rep in 0..reps {
+                let topic = format!("porchlight/v1/gw/gw-1/bench/live-{size}-{rep}");
+                let mut spec =
+                    ChildSpec::new(broker, &gw, work.join(format!("live-{rep}")), topic.clone());
+                spec.count = count;
+                spec.size = size;
+                spec.run_first = true;
+                let vals = spec.run(|| {});
+                let q: f64 = vals["queue_s"].parse().unwrap();
+                let d: f64 = vals["drain_s"].parse().unwrap();
+                let cpu: f64 = vals["cpu_total_s"].parse().unwrap();
+                let got = counter.expect(&topic, count, size);
+                println!(
+                    "{name} porchlight queued while connected rep {rep}: queue {q:.3}s, then drain {d:.3}s, {got} received"
+                );
+                let _ = fs::remove_dir_all(&spec.dir);
+                live.push(Sample {
+                    secs: q + d,
+                    cpu,
+                    child: HashMap::new(),
+                });
+            }
+        }
         // The per-message process loop is slow and steady: one run.
         if !files.is_empty() {
             let topic = format!("porchlight/v1/gw/gw-1/bench/pubf-{size}");
@@ -705,6 +733,15 @@ fn drain_section(
                 size,
                 "porchlight (outbox, file ranges)",
                 lib_file,
+            ));
+        }
+        if !live.is_empty() {
+            rows.push(summarise(
+                &name,
+                count,
+                size,
+                "porchlight (queued while connected: queue + send)",
+                live,
             ));
         }
         rows.push(summarise(
@@ -980,6 +1017,7 @@ mod child {
             .build()
             .unwrap();
         // The daemon's sled configuration: the store's database, default page cache.
+        let t_open = Instant::now();
         let (store, _) = Store::open(
             &dir.join("data"),
             StoreOptions::new(1 << 30, Duration::from_secs(7 * 86_400)),
@@ -997,6 +1035,7 @@ mod child {
         s.backoff_max = Duration::from_millis(200);
         s.drain_timeout = Duration::from_secs(30);
         let (uplink, handle) = Uplink::open(s, store.db(), Arc::new(NoHealth)).expect("open");
+        say("open_s", t_open.elapsed().as_secs_f64());
         say("rss_open_kb", rss_kb());
         let (trigger, shutdown) = Shutdown::new();
         let mut uplink = Some(uplink);
@@ -1068,6 +1107,7 @@ mod child {
             say("rss_drain_max_kb", rss_max.max(rss_kb()));
             say("rss_drained_kb", rss_kb());
             say("connects", handle.status().connects);
+            say("cpu_total_s", cpu_secs(libc::RUSAGE_SELF));
         }
         trigger.trigger();
         if let Some(t) = task {

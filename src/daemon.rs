@@ -353,6 +353,8 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         );
     }
     info!(api = %api_addr, cameras = cameras.len(), version = env!("CARGO_PKG_VERSION"), "Porchlight running");
+    crate::systemd::notify("READY=1");
+    let watchdog = tokio::spawn(crate::systemd::watchdog());
 
     tokio::select! {
         r = wait_for_signal() => r?,
@@ -360,6 +362,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
             error!(result = ?r, "Control API stopped unexpectedly");
         }
     }
+    crate::systemd::notify("STOPPING=1");
     info!("Shutting down: stopping ingest");
     ingest_trigger.trigger();
     let drain = async { while ingest.join_next().await.is_some() {} };
@@ -393,6 +396,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     }
     api_trigger.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    watchdog.abort();
     info!("Stopped");
     Ok(())
 }

@@ -16,15 +16,18 @@
 //! - [`ingest`]: one worker per camera (retina RTSP session, read timeout, capped jittered
 //!   backoff forever), camera health, and the live broadcast.
 //! - [`media`]: pure fMP4 writing, GOP segmentation and MP4 export; no I/O.
+//! - [`sharing`]: where video meets consent; so far the verification of the center's signed
+//!   requests (JWS EdDSA, replay guard).
 //! - [`store`]: segment files plus a sled index, quota and retention, crash recovery. Knows
 //!   nothing of the network.
+//! - [`audit`]: the hash-chained audit log in sled (append, verify against the center's
+//!   anchor, export).
 //! - [`export`]: a time range of one camera as one MP4 (segment choice, gaps, streaming).
 //! - [`api`]: the daemon's local control API, which the `porchlight` CLI talks to (sled allows
 //!   one process per database, so the daemon owns it).
 //! - [`daemon`]: wiring, named tasks and ordered shutdown.
-//! - [`audit`]: the hash-chained audit log in sled (append, verify against the center's
-//!   anchor, export).
 //! - [`cli`]: one file per subcommand.
+//! - [`systemd`]: readiness and watchdog notifications.
 //!
 //! Boundaries: ingest and media never import an uplink; discovery results and camera URLs never
 //! leave the house; camera passwords are held in [`config::Secret`], which never prints.
@@ -38,6 +41,8 @@ pub mod daemon;
 pub mod export;
 pub mod ingest;
 pub mod media;
+pub mod sharing;
 pub mod store;
+pub mod systemd;
 pub mod units;
 pub mod uplink;

@@ -195,6 +195,8 @@ impl DenyReason {
 }
 
 /// The outcome of a request.
+// Decisions are rare (one per request); boxing the grant would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Granted now (mode `always`); the grant is active.

@@ -688,6 +688,17 @@ fn expire_ends_grant_at_until_and_may_send_refuses_before_expire_runs() {
     ));
 }
 
+/// (name, request id, camera, kind, media, now, expected).
+type SendCase = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Kind,
+    Option<std::ops::Range<i64>>,
+    i64,
+    Result<(), Refusal>,
+);
+
 #[test]
 fn may_send_checks_camera_kind_time_and_window() {
     let mut e = engine_with("cam", rules(Mode::Always, Mode::Always));
@@ -699,15 +710,7 @@ fn may_send_checks_camera_kind_time_and_window() {
     )
     .unwrap();
     let t = NOON + 1000;
-    let cases: [(
-        &str,
-        &str,
-        &str,
-        Kind,
-        Option<std::ops::Range<i64>>,
-        i64,
-        Result<(), Refusal>,
-    ); 9] = [
+    let cases: [SendCase; 9] = [
         (
             "inside",
             "c",

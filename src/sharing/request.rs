@@ -378,7 +378,8 @@ pub fn parse_compact(token: &[u8], max_bytes: usize) -> Result<Compact<'_>, Requ
         ));
     }
     let mut parts = token.split(|&b| b == b'.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(RequestError::Malformed("JWS must have three parts"));
     };

@@ -108,7 +108,10 @@ fn our_signature_matches_openssl_key_format() {
         public_key_from_pem(OPENSSL_PUBLIC_PEM).unwrap(),
         key().verifying_key()
     );
-    assert!(public_key_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+    assert!(
+        public_key_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .is_err()
+    );
     assert!(public_key_from_pem(OPENSSL_PRIVATE_PEM).is_err());
     assert_eq!(
         RequestVerifier::from_pem("junk", GW, VerifyOptions::default())
@@ -167,36 +170,190 @@ fn trailing_newline_is_tolerated() {
 fn rejections_have_short_reasons() {
     type Edit = fn(&mut Claims);
     let cases: Vec<(&str, Edit, &str)> = vec![
-        ("other gateway", |c| c.gw = "gw-other".into(), "wrong_gateway"),
+        (
+            "other gateway",
+            |c| c.gw = "gw-other".into(),
+            "wrong_gateway",
+        ),
         ("expired", |c| c.exp = NOW, "expired"),
-        ("long expired", |c| { c.iat = NOW - 7200; c.exp = NOW - 3600 }, "expired"),
-        ("iat far in the future", |c| { c.iat = NOW + 301; c.exp = NOW + 600 }, "not_yet_valid"),
-        ("iat within skew", |c| { c.iat = NOW + 300; c.exp = NOW + 600 }, ""),
-        ("exp before iat", |c| { c.iat = NOW + 100; c.exp = NOW + 50 }, "malformed: exp not after iat"),
-        ("lifetime too long", |c| c.exp = c.iat + 3601, "malformed: exp too far after iat"),
-        ("unknown camera", |c| c.camera = "attic".into(), "unknown_camera"),
-        ("bad camera id", |c| c.camera = "../etc".into(), "malformed: camera is not a valid camera id"),
-        ("empty jti", |c| c.jti = String::new(), "malformed: jti must match [A-Za-z0-9_-]{1,64}"),
-        ("jti with slash", |c| c.jti = "a/b".into(), "malformed: jti must match [A-Za-z0-9_-]{1,64}"),
-        ("jti with plus", |c| c.jti = "a+b".into(), "malformed: jti must match [A-Za-z0-9_-]{1,64}"),
-        ("jti 65 chars", |c| c.jti = "a".repeat(65), "malformed: jti must match [A-Za-z0-9_-]{1,64}"),
+        (
+            "long expired",
+            |c| {
+                c.iat = NOW - 7200;
+                c.exp = NOW - 3600
+            },
+            "expired",
+        ),
+        (
+            "iat far in the future",
+            |c| {
+                c.iat = NOW + 301;
+                c.exp = NOW + 600
+            },
+            "not_yet_valid",
+        ),
+        (
+            "iat within skew",
+            |c| {
+                c.iat = NOW + 300;
+                c.exp = NOW + 600
+            },
+            "",
+        ),
+        (
+            "exp before iat",
+            |c| {
+                c.iat = NOW + 100;
+                c.exp = NOW + 50
+            },
+            "malformed: exp not after iat",
+        ),
+        (
+            "lifetime too long",
+            |c| c.exp = c.iat + 3601,
+            "malformed: exp too far after iat",
+        ),
+        (
+            "unknown camera",
+            |c| c.camera = "attic".into(),
+            "unknown_camera",
+        ),
+        (
+            "bad camera id",
+            |c| c.camera = "../etc".into(),
+            "malformed: camera is not a valid camera id",
+        ),
+        (
+            "empty jti",
+            |c| c.jti = String::new(),
+            "malformed: jti must match [A-Za-z0-9_-]{1,64}",
+        ),
+        (
+            "jti with slash",
+            |c| c.jti = "a/b".into(),
+            "malformed: jti must match [A-Za-z0-9_-]{1,64}",
+        ),
+        (
+            "jti with plus",
+            |c| c.jti = "a+b".into(),
+            "malformed: jti must match [A-Za-z0-9_-]{1,64}",
+        ),
+        (
+            "jti 65 chars",
+            |c| c.jti = "a".repeat(65),
+            "malformed: jti must match [A-Za-z0-9_-]{1,64}",
+        ),
         ("jti 64 chars", |c| c.jti = "a".repeat(64), ""),
-        ("live without duration", |c| c.duration_s = None, "malformed: missing duration_s"),
-        ("live zero duration", |c| c.duration_s = Some(0), "malformed: duration_s must be at least 1"),
-        ("live with from", |c| c.from = Some(1), "malformed: live request with clip or cancel fields"),
-        ("clip missing to", |c| { c.kind = RequestKind::Clip; c.duration_s = None; c.from = Some(1) }, "malformed: missing to"),
-        ("clip with duration", |c| { c.kind = RequestKind::Clip; c.from = Some(1); c.to = Some(2) }, "malformed: clip request with live or cancel fields"),
-        ("clip from == to", |c| { c.kind = RequestKind::Clip; c.duration_s = None; c.from = Some(5); c.to = Some(5) }, "malformed: from must be before to"),
-        ("clip negative", |c| { c.kind = RequestKind::Clip; c.duration_s = None; c.from = Some(-5); c.to = Some(5) }, "malformed: from/to out of range"),
-        ("clip year 10000", |c| { c.kind = RequestKind::Clip; c.duration_s = None; c.from = Some(5); c.to = Some(i64::MAX) }, "malformed: from/to out of range"),
-        ("cancel without target", |c| { c.kind = RequestKind::Cancel; c.duration_s = None }, "malformed: missing target"),
-        ("cancel bad target", |c| { c.kind = RequestKind::Cancel; c.duration_s = None; c.target = Some("x y".into()) }, "malformed: target must match [A-Za-z0-9_-]{1,64}"),
-        ("missing reason", |c| c.reason = None, "malformed: missing reason"),
-        ("empty reason", |c| c.reason = Some(String::new()), "malformed: empty reason"),
-        ("reason too long", |c| c.reason = Some("x".repeat(513)), "malformed: reason too long or has control characters"),
-        ("reason with escape", |c| c.reason = Some("a\u{1b}[31mred".into()), "malformed: reason too long or has control characters"),
-        ("missing requester", |c| c.requester = None, "malformed: missing requester"),
-        ("case too long", |c| c.case = Some("x".repeat(129)), "malformed: case too long or has control characters"),
+        (
+            "live without duration",
+            |c| c.duration_s = None,
+            "malformed: missing duration_s",
+        ),
+        (
+            "live zero duration",
+            |c| c.duration_s = Some(0),
+            "malformed: duration_s must be at least 1",
+        ),
+        (
+            "live with from",
+            |c| c.from = Some(1),
+            "malformed: live request with clip or cancel fields",
+        ),
+        (
+            "clip missing to",
+            |c| {
+                c.kind = RequestKind::Clip;
+                c.duration_s = None;
+                c.from = Some(1)
+            },
+            "malformed: missing to",
+        ),
+        (
+            "clip with duration",
+            |c| {
+                c.kind = RequestKind::Clip;
+                c.from = Some(1);
+                c.to = Some(2)
+            },
+            "malformed: clip request with live or cancel fields",
+        ),
+        (
+            "clip from == to",
+            |c| {
+                c.kind = RequestKind::Clip;
+                c.duration_s = None;
+                c.from = Some(5);
+                c.to = Some(5)
+            },
+            "malformed: from must be before to",
+        ),
+        (
+            "clip negative",
+            |c| {
+                c.kind = RequestKind::Clip;
+                c.duration_s = None;
+                c.from = Some(-5);
+                c.to = Some(5)
+            },
+            "malformed: from/to out of range",
+        ),
+        (
+            "clip year 10000",
+            |c| {
+                c.kind = RequestKind::Clip;
+                c.duration_s = None;
+                c.from = Some(5);
+                c.to = Some(i64::MAX)
+            },
+            "malformed: from/to out of range",
+        ),
+        (
+            "cancel without target",
+            |c| {
+                c.kind = RequestKind::Cancel;
+                c.duration_s = None
+            },
+            "malformed: missing target",
+        ),
+        (
+            "cancel bad target",
+            |c| {
+                c.kind = RequestKind::Cancel;
+                c.duration_s = None;
+                c.target = Some("x y".into())
+            },
+            "malformed: target must match [A-Za-z0-9_-]{1,64}",
+        ),
+        (
+            "missing reason",
+            |c| c.reason = None,
+            "malformed: missing reason",
+        ),
+        (
+            "empty reason",
+            |c| c.reason = Some(String::new()),
+            "malformed: empty reason",
+        ),
+        (
+            "reason too long",
+            |c| c.reason = Some("x".repeat(513)),
+            "malformed: reason too long or has control characters",
+        ),
+        (
+            "reason with escape",
+            |c| c.reason = Some("a\u{1b}[31mred".into()),
+            "malformed: reason too long or has control characters",
+        ),
+        (
+            "missing requester",
+            |c| c.requester = None,
+            "malformed: missing requester",
+        ),
+        (
+            "case too long",
+            |c| c.case = Some("x".repeat(129)),
+            "malformed: case too long or has control characters",
+        ),
     ];
     for (name, edit, want) in cases {
         let mut c = live_claims();
@@ -242,7 +399,9 @@ fn missing_and_mistyped_claims() {
     }
     // Unknown claims are ignored.
     let mut v = base.clone();
-    v.as_object_mut().unwrap().insert("nbf".into(), serde_json::json!(1));
+    v.as_object_mut()
+        .unwrap()
+        .insert("nbf".into(), serde_json::json!(1));
     verify(&sign_raw(h, &serde_json::to_vec(&v).unwrap(), &k)).unwrap();
 }
 
@@ -270,11 +429,23 @@ fn only_eddsa_is_accepted() {
     );
     assert_eq!(reason_of(&t), "malformed: alg must be EdDSA");
     // Missing alg, header not an object, duplicate alg.
-    for header in [&br#"{"typ":"JWT"}"#[..], br#""EdDSA""#, br#"{"alg":"EdDSA","alg":"none"}"#] {
-        assert_eq!(reason_of(&sign_raw(header, &payload, &k)), "malformed: header json");
+    for header in [
+        &br#"{"typ":"JWT"}"#[..],
+        br#""EdDSA""#,
+        br#"{"alg":"EdDSA","alg":"none"}"#,
+    ] {
+        assert_eq!(
+            reason_of(&sign_raw(header, &payload, &k)),
+            "malformed: header json"
+        );
     }
     // Other header fields are ignored.
-    verify(&sign_raw(br#"{"kid":"x","alg":"EdDSA","crit":["b64"]}"#, &payload, &k)).unwrap();
+    verify(&sign_raw(
+        br#"{"kid":"x","alg":"EdDSA","crit":["b64"]}"#,
+        &payload,
+        &k,
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -283,12 +454,18 @@ fn tampering_breaks_the_signature() {
     let parts: Vec<&str> = good.split('.').collect();
     // Another header with the same alg.
     let h2 = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","typ":"jwt"}"#);
-    assert_eq!(reason_of(&format!("{h2}.{}.{}", parts[1], parts[2])), "bad_signature");
+    assert_eq!(
+        reason_of(&format!("{h2}.{}.{}", parts[1], parts[2])),
+        "bad_signature"
+    );
     // Another payload.
     let mut c = live_claims();
     c.duration_s = Some(3600);
     let p2 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
-    assert_eq!(reason_of(&format!("{}.{p2}.{}", parts[0], parts[2])), "bad_signature");
+    assert_eq!(
+        reason_of(&format!("{}.{p2}.{}", parts[0], parts[2])),
+        "bad_signature"
+    );
     // Every single flipped signature byte.
     let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
     for i in 0..sig.len() {
@@ -298,9 +475,17 @@ fn tampering_breaks_the_signature() {
         assert_eq!(reason_of(&t), "bad_signature", "byte {i}");
     }
     // Short signature, another key.
-    let t = format!("{}.{}.{}", parts[0], parts[1], URL_SAFE_NO_PAD.encode(&sig[..63]));
+    let t = format!(
+        "{}.{}.{}",
+        parts[0],
+        parts[1],
+        URL_SAFE_NO_PAD.encode(&sig[..63])
+    );
     assert_eq!(reason_of(&t), "bad_signature");
-    assert_eq!(reason_of(&sign_request(&live_claims(), &other_key())), "bad_signature");
+    assert_eq!(
+        reason_of(&sign_request(&live_claims(), &other_key())),
+        "bad_signature"
+    );
 }
 
 #[test]
@@ -318,7 +503,10 @@ fn non_canonical_base64_is_malformed() {
             p
         })
         .collect();
-    assert!(padded.iter().any(|p| p.ends_with('=')), "test needs padding");
+    assert!(
+        padded.iter().any(|p| p.ends_with('=')),
+        "test needs padding"
+    );
     assert!(reason_of(&padded.join(".")).starts_with("malformed"));
     // The standard alphabet.
     let std_alpha = good.replace('-', "+").replace('_', "/");
@@ -338,8 +526,14 @@ fn non_canonical_base64_is_malformed() {
     }
     // Whitespace inside, too few and too many parts.
     assert!(reason_of(&good.replacen('.', " .", 1)).starts_with("malformed"));
-    assert_eq!(reason_of(&parts[..2].join(".")), "malformed: JWS must have three parts");
-    assert_eq!(reason_of(&format!("{good}.")), "malformed: JWS must have three parts");
+    assert_eq!(
+        reason_of(&parts[..2].join(".")),
+        "malformed: JWS must have three parts"
+    );
+    assert_eq!(
+        reason_of(&format!("{good}.")),
+        "malformed: JWS must have three parts"
+    );
     assert_eq!(reason_of(""), "malformed: JWS must have three parts");
     // JWS JSON serialization is not accepted.
     assert!(reason_of(r#"{"payload":"x","signatures":[]}"#).starts_with("malformed"));
@@ -426,7 +620,9 @@ fn replay_is_rejected_and_pruned() {
     let mut c = live_claims();
     c.jti = "req-9".into();
     c.camera = "attic".into();
-    assert!(v.accept(sign_request(&c, &key()).as_bytes(), NOW, known, &g).is_err());
+    assert!(v
+        .accept(sign_request(&c, &key()).as_bytes(), NOW, known, &g)
+        .is_err());
     assert!(!g.contains("req-9").unwrap());
     // Pruned only after exp.
     assert_eq!(g.prune(NOW + 299).unwrap(), 0);
@@ -435,7 +631,9 @@ fn replay_is_rejected_and_pruned() {
     assert!(g.is_empty());
     // After exp the token is refused as expired anyway.
     assert_eq!(
-        v.accept(t.as_bytes(), NOW + 300, known, &g).unwrap_err().reason(),
+        v.accept(t.as_bytes(), NOW + 300, known, &g)
+            .unwrap_err()
+            .reason(),
         "expired"
     );
 }
@@ -450,7 +648,10 @@ fn replay_record_survives_reopen() {
     }
     let g = ReplayGuard::open_in(&sled::open(dir.path()).unwrap()).unwrap();
     assert_eq!(
-        verifier().accept(t.as_bytes(), NOW, known, &g).unwrap_err().reason(),
+        verifier()
+            .accept(t.as_bytes(), NOW, known, &g)
+            .unwrap_err()
+            .reason(),
         "replayed"
     );
 }
@@ -466,15 +667,22 @@ fn requests_issued_before_a_reset_are_refused() {
         },
     );
     let t = sign_request(&live_claims(), &key()); // iat = NOW - 5
-    assert_eq!(v.verify(t.as_bytes(), NOW, known).unwrap_err().reason(), "replayed");
+    assert_eq!(
+        v.verify(t.as_bytes(), NOW, known).unwrap_err().reason(),
+        "replayed"
+    );
     let mut c = live_claims();
     c.iat = NOW;
-    v.verify(sign_request(&c, &key()).as_bytes(), NOW, known).unwrap();
+    v.verify(sign_request(&c, &key()).as_bytes(), NOW, known)
+        .unwrap();
 }
 
 #[test]
 fn peek_jti_only_returns_well_formed_ids() {
-    assert_eq!(peek_jti(OPENSSL_TOKEN.as_bytes()).as_deref(), Some("openssl-1"));
+    assert_eq!(
+        peek_jti(OPENSSL_TOKEN.as_bytes()).as_deref(),
+        Some("openssl-1")
+    );
     let mut c = live_claims();
     c.jti = "../../x".into();
     assert_eq!(peek_jti(sign_request(&c, &key()).as_bytes()), None);
@@ -495,8 +703,7 @@ fn claims_serialise_without_absent_fields() {
 }
 
 proptest! {
-    // Debug builds of curve25519-dalek are slow; 64 cases each keep this under a few seconds.
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     /// Random bytes never panic the parser or the verifier.
     #[test]
@@ -515,6 +722,12 @@ proptest! {
         let r = verifier().verify(t.as_bytes(), NOW, known);
         prop_assert!(r.is_err());
     }
+
+}
+
+proptest! {
+    // Debug builds of curve25519-dalek are slow; 64 cases keep this to a few seconds.
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Any signed JSON payload is either accepted or rejected, never a panic; and flipping any
     /// byte of a valid token never yields an accepted request with other claims.
