@@ -33,7 +33,7 @@ fn ready_watchdog_and_stopping_reach_notify_socket() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()

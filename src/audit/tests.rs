@@ -12,6 +12,21 @@ fn temp_db() -> sled::Db {
     sled::Config::new().temporary(true).open().unwrap()
 }
 
+/// Opens sled at `path`, retrying while a just-dropped `Db`'s background thread still holds
+/// its file lock (sled releases it asynchronously).
+fn open_retry(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot reopen {}: {e}", path.display()),
+        }
+    }
+}
+
 fn fill(log: &AuditLog, n: u64) -> Vec<Entry> {
     (0..n)
         .map(|i| {
@@ -298,11 +313,11 @@ fn tamper_garbage_bytes_are_undecodable() {
 fn reopen_keeps_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let es = {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_retry(dir.path());
         let log = AuditLog::open_in(&db).unwrap();
         fill(&log, 3)
     };
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_retry(dir.path());
     let log = AuditLog::open_in(&db).unwrap();
     assert_eq!(log.latest().seq, 3);
     assert_eq!(log.latest().hash, es[2].hash);

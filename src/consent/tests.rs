@@ -934,6 +934,8 @@ enum Op {
     },
     Advance(i64),
     Expire,
+    /// Checks may_send at the edges of a grant the model knows (times and media bounds).
+    Probe(usize),
     MaySend {
         id: usize,
         cam: usize,
@@ -962,6 +964,7 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         3 => (0..1_200_000i64).prop_map(Op::Advance),
         1 => Just(Op::Expire),
+        2 => any::<usize>().prop_map(Op::Probe),
         8 => (any::<usize>(), 0..3usize, any::<bool>(), proptest::option::of(-20_000..7_200_000i64))
             .prop_map(|(id, cam, clip, media_back_ms)| Op::MaySend { id, cam, clip, media_back_ms }),
     ]
@@ -1264,6 +1267,25 @@ proptest! {
                     m.pending.retain(|_, (_, exp)| now < *exp);
                     prop_assert_eq!(ev.len(), before - m.auth.len() - m.pending.len());
                     prop_assert!(ev.iter().all(|x| x.reason() == EndReason::Expired));
+                }
+                Op::Probe(i) => {
+                    let Some(id) = pick(&ids, i) else { continue };
+                    let Some(a) = m.auth.get(&id).cloned() else { continue };
+                    let mut medias = vec![None];
+                    let edges = match a.window {
+                        None => [a.start - 10_001, a.start - 10_000, a.until - 1, a.until],
+                        Some((from, to)) => [from - 2000, from - 1999, to - 1, to],
+                    };
+                    medias.extend(edges.iter().map(|&s| Some((s, s + 2000))));
+                    for t in [a.start - 1, a.start, now, a.until - 1, a.until] {
+                        for media in &medias {
+                            let got = e
+                                .may_send(&id, &a.camera, a.kind, media.map(|(s, e)| s..e), t)
+                                .is_ok();
+                            let want = m.may_send(&id, &a.camera, a.kind, *media, t);
+                            prop_assert_eq!(got, want, "probe {} {:?} at {}", id, media, t);
+                        }
+                    }
                 }
                 Op::MaySend { id, cam, clip: is_clip, media_back_ms } => {
                     let id = pick(&ids, id).unwrap_or_else(|| "none".to_owned());

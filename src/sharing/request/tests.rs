@@ -89,6 +89,21 @@ fn reason_of(token: &str) -> String {
     verify(token).unwrap_err().reason().into_owned()
 }
 
+/// Opens sled at `path`, retrying while a just-dropped `Db`'s background thread still holds
+/// its file lock (sled releases it asynchronously).
+fn open_retry(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot reopen {}: {e}", path.display()),
+        }
+    }
+}
+
 fn temp_guard() -> ReplayGuard {
     ReplayGuard::open_in(&sled::Config::new().temporary(true).open().unwrap()).unwrap()
 }
@@ -643,10 +658,10 @@ fn replay_record_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let t = sign_request(&live_claims(), &key());
     {
-        let g = ReplayGuard::open_in(&sled::open(dir.path()).unwrap()).unwrap();
+        let g = ReplayGuard::open_in(&open_retry(dir.path())).unwrap();
         verifier().accept(t.as_bytes(), NOW, known, &g).unwrap();
     }
-    let g = ReplayGuard::open_in(&sled::open(dir.path()).unwrap()).unwrap();
+    let g = ReplayGuard::open_in(&open_retry(dir.path())).unwrap();
     assert_eq!(
         verifier()
             .accept(t.as_bytes(), NOW, known, &g)
