@@ -42,6 +42,39 @@ pub struct Config {
     /// The city link (MQTT over mutual TLS). Absent: no city link.
     #[serde(default)]
     pub uplink: Option<UplinkConfig>,
+    /// Sharing with the center: how long asks wait, how fast live feeds may go.
+    #[serde(default)]
+    pub sharing: SharingConfig,
+}
+
+/// `[sharing]`: consent-enforced sharing. The rules themselves are the resident's, set with
+/// `porchlight consent set` (kept in the store, not in this file).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharingConfig {
+    /// How long an `ask` request waits for the resident before it expires.
+    #[serde(default = "default_ask_timeout")]
+    pub ask_timeout: Dur,
+    /// Bitrate cap of one live feed, kbit/s: a slow uplink degrades (keyframes only) rather
+    /// than stalls.
+    #[serde(default = "default_live_max_kbps")]
+    pub live_max_kbps: u64,
+}
+
+fn default_ask_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn default_live_max_kbps() -> u64 {
+    8_000
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        SharingConfig {
+            ask_timeout: default_ask_timeout(),
+            live_max_kbps: default_live_max_kbps(),
+        }
+    }
 }
 
 /// `[uplink]`: the city broker and the box's identity. See `docs/protocol.md`.
@@ -88,6 +121,10 @@ pub struct UplinkConfig {
     /// How long a graceful shutdown may spend sending what is queued.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Dur,
+    /// The center's Ed25519 public key (PEM, as `openssl pkey -pubout` writes it) that signs
+    /// police requests. Without it every request is rejected (`no_request_key`).
+    #[serde(default)]
+    pub center_request_key_file: Option<PathBuf>,
 }
 
 /// `[api]`: the daemon's local control API.
@@ -303,6 +340,10 @@ pub struct Validated {
     pub cameras: Vec<CameraSpec>,
     /// The city link, when configured.
     pub uplink: Option<crate::uplink::UplinkSettings>,
+    /// The center's request key (PEM text), when configured.
+    pub center_request_key: Option<String>,
+    /// Sharing tunables.
+    pub sharing: crate::sharing::SharingOptions,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -393,6 +434,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             cameras: Vec::new(),
             uplink: None,
+            sharing: SharingConfig::default(),
         }
     }
 }
@@ -565,6 +607,35 @@ impl Config {
             .uplink
             .as_ref()
             .and_then(|u| check_uplink(u, &mut problems));
+        let center_request_key = self
+            .uplink
+            .as_ref()
+            .and_then(|u| u.center_request_key_file.as_ref())
+            .and_then(|path| match std::fs::read_to_string(path) {
+                Ok(pem) => match crate::sharing::request::public_key_from_pem(&pem) {
+                    Ok(_) => Some(pem),
+                    Err(e) => {
+                        problems.push(format!(
+                            "uplink.center_request_key_file {}: not an Ed25519 public key: {e}",
+                            path.display()
+                        ));
+                        None
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!(
+                        "uplink.center_request_key_file {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            });
+        if self.sharing.ask_timeout.0 < Duration::from_secs(10) {
+            problems.push("sharing.ask_timeout must be at least 10s".to_owned());
+        }
+        if self.sharing.live_max_kbps < 64 {
+            problems.push("sharing.live_max_kbps must be at least 64".to_owned());
+        }
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -578,6 +649,11 @@ impl Config {
             ingest: self.ingest.clone(),
             cameras,
             uplink,
+            center_request_key,
+            sharing: crate::sharing::SharingOptions {
+                ask_timeout: self.sharing.ask_timeout.0,
+                live_max_bitrate: self.sharing.live_max_kbps.saturating_mul(1000),
+            },
         })
     }
 }

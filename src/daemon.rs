@@ -20,6 +20,7 @@ use crate::config::{CameraSpec, Validated};
 use crate::ingest::health::Health;
 use crate::ingest::live::LiveFeed;
 use crate::ingest::CameraWorker;
+use crate::sharing::Sharing;
 use crate::store::{Store, StoreOptions};
 use crate::uplink::messages::{CameraReport, EventKind, HealthReport, SharingModes, StorageReport};
 use crate::uplink::{HealthSource, Uplink, UplinkHandle};
@@ -82,6 +83,8 @@ pub struct DaemonState {
     pub api_token: String,
     /// The city link, when `[uplink]` is configured.
     pub uplink: Option<UplinkHandle>,
+    /// Consent, requests, grants and the audit log.
+    pub sharing: Arc<Sharing>,
 }
 
 /// The daemon's contribution to heartbeats: camera health and storage, nothing that names an
@@ -89,15 +92,19 @@ pub struct DaemonState {
 struct DaemonHealth {
     store: Arc<Store>,
     cameras: Vec<CameraHandle>,
+    /// Set once sharing is open (it needs the uplink, which needs this).
+    sharing: Arc<std::sync::OnceLock<Arc<Sharing>>>,
 }
 
 impl HealthSource for DaemonHealth {
     fn report(&self) -> HealthReport {
         let usage = self.store.usage();
+        let sharing = self.sharing.get();
+        let rules: std::collections::HashMap<String, crate::consent::CameraRules> = sharing
+            .map(|s| s.rules().into_iter().collect())
+            .unwrap_or_default();
         HealthReport {
-            // Consent and audit do not exist yet: nothing is shared (deny by default), so
-            // nothing is paused, no grant runs and the audit anchor is empty (seq 0, hash "").
-            paused: false,
+            paused: sharing.is_some_and(|s| s.is_paused()),
             cameras: self
                 .cameras
                 .iter()
@@ -112,7 +119,14 @@ impl HealthSource for DaemonHealth {
                         fps: s.fps,
                         bitrate_bps: s.bitrate_bps,
                         last_frame_ts: s.last_frame_ms,
-                        sharing: SharingModes::default(),
+                        // The modes only: never limits, hours or schedules.
+                        sharing: rules
+                            .get(&c.spec.id)
+                            .map(|r| SharingModes {
+                                live: mode_word(r.live),
+                                clips: mode_word(r.clips),
+                            })
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -121,10 +135,25 @@ impl HealthSource for DaemonHealth {
                 quota_bytes: usage.quota_bytes,
                 oldest_ts: usage.oldest_ms,
             },
-            audit: Default::default(),
-            grants_active: 0,
+            audit: sharing
+                .map(|s| {
+                    let head = s.audit().latest();
+                    crate::uplink::messages::AuditAnchor {
+                        seq: head.seq,
+                        hash: head.hash,
+                    }
+                })
+                .unwrap_or_default(),
+            grants_active: sharing.map_or(0, |s| s.grants_active()),
         }
     }
+}
+
+fn mode_word(m: crate::consent::Mode) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn state_word(s: crate::ingest::health::CameraState) -> String {
@@ -282,10 +311,12 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     let (uplink_trigger, uplink_shutdown) = Shutdown::new();
     let mut uplink_task = None;
     let mut uplink_handle = None;
+    let sharing_cell = Arc::new(std::sync::OnceLock::new());
     if let Some(settings) = cfg.uplink.clone() {
         let health = Arc::new(DaemonHealth {
             store: store.clone(),
             cameras: cameras.clone(),
+            sharing: sharing_cell.clone(),
         });
         let (uplink, handle) =
             Uplink::open(settings, store.db(), health).context("cannot start the city uplink")?;
@@ -304,12 +335,15 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         ));
         uplink_handle = Some(handle);
     }
+    let sharing = open_sharing(&cfg, &store, &cameras, uplink_handle.clone())?;
+    let _ = sharing_cell.set(sharing.clone());
     let state = Arc::new(DaemonState {
         store: store.clone(),
         cameras: cameras.clone(),
         started: Instant::now(),
         api_token: token,
         uplink: uplink_handle.clone(),
+        sharing: sharing.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
@@ -341,6 +375,18 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         retention_sweeper(store.clone(), ingest_shutdown.clone())
             .instrument(tracing::info_span!("retention")),
     );
+    let (sharing_trigger, sharing_shutdown) = Shutdown::new();
+    let mut sharing_tasks = JoinSet::new();
+    sharing_tasks.spawn(
+        sharing
+            .clone()
+            .run_intake(sharing_shutdown.clone())
+            .instrument(tracing::info_span!("requests")),
+    );
+    sharing_tasks.spawn(
+        sharing_ticker(sharing.clone(), sharing_shutdown)
+            .instrument(tracing::info_span!("consent")),
+    );
     if let Some(handle) = uplink_handle.clone() {
         ingest.spawn(
             event_watcher(
@@ -363,7 +409,13 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         }
     }
     crate::systemd::notify("STOPPING=1");
-    info!("Shutting down: stopping ingest");
+    info!("Shutting down: ending live feeds, stopping ingest");
+    sharing.stop_all();
+    sharing_trigger.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while sharing_tasks.join_next().await.is_some() {}
+    })
+    .await;
     ingest_trigger.trigger();
     let drain = async { while ingest.join_next().await.is_some() {} };
     tokio::select! {
@@ -399,6 +451,73 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     watchdog.abort();
     info!("Stopped");
     Ok(())
+}
+
+/// Opens the audit log (marking a fresh or rebuilt chain) and the sharing service.
+fn open_sharing(
+    cfg: &Validated,
+    store: &Arc<Store>,
+    cameras: &[CameraHandle],
+    uplink: Option<UplinkHandle>,
+) -> anyhow::Result<Arc<Sharing>> {
+    use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
+    let audit = Arc::new(AuditLog::open_in(store.db()).context("cannot open the audit log")?);
+    if audit.is_empty() {
+        // A new chain: on first start, or because the store rebuilt a damaged index (the old
+        // chain is kept in the moved-aside index for offline checks).
+        audit
+            .append(
+                NewEntry::new(
+                    crate::ingest::now_ms(),
+                    AuditKind::LogStarted,
+                    Actor::Gateway,
+                )
+                .detail(serde_json::json!({"reason": "new"})),
+            )
+            .context("cannot start the audit log")?;
+    }
+    let verifier = match (&cfg.center_request_key, &uplink) {
+        (Some(pem), Some(up)) => Some(
+            crate::sharing::request::RequestVerifier::from_pem(
+                pem,
+                up.gateway_id(),
+                Default::default(),
+            )
+            .context("center request key")?,
+        ),
+        _ => None,
+    };
+    let feeds = cameras
+        .iter()
+        .map(|c| (c.spec.id.clone(), c.live.clone()))
+        .collect();
+    Sharing::open(
+        store.db(),
+        audit,
+        uplink,
+        verifier,
+        feeds,
+        cfg.sharing.clone(),
+    )
+    .context("cannot open the consent state")
+}
+
+/// Expires pending requests and grants on time, once a second.
+async fn sharing_ticker(sharing: Arc<Sharing>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let s = sharing.clone();
+        match tokio::task::spawn_blocking(move || s.tick()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "Consent expiry failed"),
+            Err(e) => warn!(error = %e, "Consent expiry panicked"),
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

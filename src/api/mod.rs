@@ -7,6 +7,8 @@
 //! `docs/api.md`. Errors are JSON `{"error": {"code": "...", "message": "..."}}`, mapped to
 //! HTTP status in one place ([`ApiError`]).
 
+pub mod sharing;
+
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
@@ -37,6 +39,9 @@ pub enum ApiError {
     /// The request is well-formed but there is nothing to give (e.g. no video in range).
     #[error("{0}")]
     Unavailable(String),
+    /// The request conflicts with the current state (e.g. approving an expired request).
+    #[error("{0}")]
+    Conflict(String),
     /// Something failed inside the daemon.
     #[error("{0}")]
     Internal(String),
@@ -65,6 +70,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unavailable"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let body = ErrorBody {
@@ -90,7 +96,7 @@ impl From<ExportError> for ApiError {
     }
 }
 
-type AppState = Arc<DaemonState>;
+pub(crate) type AppState = Arc<DaemonState>;
 
 /// The router (exposed for tests).
 pub fn router(state: AppState) -> Router {
@@ -100,6 +106,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/uplink", get(uplink))
         .route("/api/v1/export/plan", get(export_plan))
         .route("/api/v1/export", get(export))
+        .route("/api/v1/consent", get(sharing::consent))
+        .route(
+            "/api/v1/consent/{camera}",
+            axum::routing::put(sharing::set_consent),
+        )
+        .route("/api/v1/requests", get(sharing::requests))
+        .route(
+            "/api/v1/requests/{id}/{action}",
+            axum::routing::post(sharing::request_action),
+        )
+        .route("/api/v1/pause", axum::routing::post(sharing::pause))
+        .route("/api/v1/resume", axum::routing::post(sharing::resume))
+        .route("/api/v1/audit", get(sharing::audit))
+        .route("/api/v1/audit/verify", get(sharing::audit_verify))
+        .route("/api/v1/audit/export", get(sharing::audit_export))
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

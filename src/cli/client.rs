@@ -71,6 +71,42 @@ impl Client {
         }
     }
 
+    /// POST (or PUT) JSON to a path and parse the JSON answer.
+    pub fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{}", self.base, path);
+        let auth = format!("Bearer {}", self.token);
+        let text = serde_json::to_string(body)?;
+        let req = match method {
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        };
+        let resp = req
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .send(text.as_bytes())
+            .map_err(|e| {
+                anyhow!(
+                    "cannot reach the daemon at {}: {e} — is `porchlight run` running?",
+                    self.base
+                )
+            })?;
+        let status = resp.status();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        if !status.is_success() {
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => anyhow!("{}", body.error.message),
+                Err(_) => anyhow!("the daemon answered {status}: {text}"),
+            });
+        }
+        serde_json::from_str(&text)
+            .with_context(|| format!("unexpected answer from the daemon: {text}"))
+    }
+
     /// GET a path and parse JSON.
     pub fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> anyhow::Result<T> {
         let resp = self.get_raw(path_and_query)?;

@@ -3,9 +3,12 @@
 //! `run` starts the daemon; every other subcommand is a client of the running daemon's control
 //! API ([`client`]), found through the same `--config FILE` the daemon was started with.
 
+pub mod audit;
 pub mod cameras;
 pub mod client;
+pub mod consent;
 pub mod export;
+pub mod requests;
 pub mod run;
 pub mod status;
 pub mod uplink;
@@ -43,6 +46,22 @@ pub enum Command {
     Export(export::Args),
     /// The city link: connected or not, last error, outbox depth, last PUBACK.
     Uplink(uplink::Args),
+    /// Show the cameras' sharing rules, or change one (`consent set CAMERA --live ask …`).
+    Consent(consent::Args),
+    /// Police requests waiting for you, and the grants running.
+    Requests(requests::Args),
+    /// Grant a pending request.
+    Approve(requests::IdArgs),
+    /// Refuse a pending request.
+    Deny(requests::IdArgs),
+    /// End a running grant at once (its live feed stops within a second).
+    Revoke(requests::IdArgs),
+    /// Pause all sharing: every feed stops, every pending request ends.
+    Pause,
+    /// Resume sharing under your rules.
+    Resume,
+    /// The audit log: who saw what, when (list, verify, export).
+    Audit(audit::Args),
 }
 
 /// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
@@ -71,6 +90,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cameras(args) => cameras::run(config, args),
         Command::Export(args) => export::run(config, args),
         Command::Uplink(args) => uplink::run(config, args),
+        Command::Consent(args) => consent::run(config, args),
+        Command::Requests(args) => requests::run(config, args),
+        Command::Approve(args) => requests::act(config, "approve", args),
+        Command::Deny(args) => requests::act(config, "deny", args),
+        Command::Revoke(args) => requests::act(config, "revoke", args),
+        Command::Pause => requests::switch(config, true),
+        Command::Resume => requests::switch(config, false),
+        Command::Audit(args) => audit::run(config, args),
     }
 }
 

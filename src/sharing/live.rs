@@ -239,7 +239,12 @@ impl Publisher<'_> {
                     self.skipping = true;
                     return None;
                 }
-                if !self.send(Kind::Fragment, frag.wall_ms.max(0) as u64, &frag.bytes, false) {
+                if !self.send(
+                    Kind::Fragment,
+                    frag.wall_ms.max(0) as u64,
+                    &frag.bytes,
+                    false,
+                ) {
                     self.skipping = true;
                 }
                 None

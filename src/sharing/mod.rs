@@ -5,4 +5,8 @@
 //! center enter here too: [`request`] verifies the signed JWS (signature, gateway, time,
 //! replay, camera, fields) before anything is decided.
 
+pub mod live;
 pub mod request;
+pub mod service;
+
+pub use service::{Reply, Sharing, SharingError, SharingOptions};

@@ -1,0 +1,606 @@
+//! The sharing service: requests in, consent decisions, replies, live feeds, resident actions,
+//! all on the record.
+//!
+//! One [`Sharing`] per daemon. It owns the consent [`Engine`] behind one mutex and persists its
+//! state (rules, pause, pending requests, grants) to the sled tree `consent` after every change,
+//! so a restart keeps the resident's rules and running grants. Every step is appended to the
+//! audit chain, and each appended entry is queued to `{root}/gw/{gw}/audit` (QoS 1, outbox).
+//!
+//! Flow of a request: the uplink's durable inbox hands over the raw JWS → [`request`] verifies it
+//! (signature, gateway, time, replay, camera, fields) → anything invalid gets a `rejected` reply
+//! and a `request_rejected` entry → a valid one goes to the engine → `granted`, `pending` or
+//! `denied` reply and a `decision` entry → a live grant starts a feed ([`super::live`]) that asks
+//! the engine before every fragment. Revoke, pause, cancel and expiry stop the feed through its
+//! stop channel at once, and the engine's send-time check refuses anything still in flight.
+//!
+//! Replies are `{"request_id","status","reason","until","ts","seq"}` with a per-box `seq`
+//! persisted in the `consent` tree.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::live::{self, EndReason as LiveEnd};
+use super::request::{ReplayGuard, RequestBody, RequestVerifier};
+use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
+use crate::consent::{
+    self, CameraRules, Cancelled, Engine, EngineOptions, EngineState, Event, Kind, Now, Refusal,
+    Verdict,
+};
+use crate::ingest::live::LiveFeed;
+use crate::ingest::now_ms;
+use crate::uplink::outbox::Record;
+use crate::uplink::UplinkHandle;
+
+/// Why a resident action or a request could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum SharingError {
+    /// The consent engine refused (unknown id, paused, expired…).
+    #[error(transparent)]
+    Consent(#[from] consent::ConsentError),
+    /// The audit log failed: nothing is done without its record.
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    /// sled failed.
+    #[error("consent state: {0}")]
+    Db(#[from] sled::Error),
+    /// No such camera.
+    #[error("no camera {0:?}")]
+    UnknownCamera(String),
+}
+
+/// Tunables of sharing.
+#[derive(Clone, Debug)]
+pub struct SharingOptions {
+    /// How long an `ask` request waits for the resident.
+    pub ask_timeout: std::time::Duration,
+    /// Bitrate cap of one live feed, bits per second.
+    pub live_max_bitrate: u64,
+}
+
+/// A reply to the center.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Reply {
+    /// The request's `jti` (empty when it could not be read).
+    pub request_id: String,
+    /// `pending`, `granted`, `denied`, `rejected`, `expired`, `revoked`, `completed`, `failed`.
+    pub status: String,
+    /// Short snake_case reason, when there is one.
+    pub reason: Option<String>,
+    /// For `granted`: end of the grant; for `pending`: when it expires unanswered (UTC ms).
+    pub until: Option<i64>,
+    /// When the reply was made (UTC ms).
+    pub ts: i64,
+    /// Per-box reply sequence number.
+    pub seq: u64,
+}
+
+const STATE_KEY: &[u8] = b"state";
+const REPLY_SEQ_KEY: &[u8] = b"reply_seq";
+
+/// The sharing service.
+pub struct Sharing {
+    engine: Mutex<Engine>,
+    tree: sled::Tree,
+    audit: Arc<AuditLog>,
+    uplink: Option<UplinkHandle>,
+    verifier: Option<RequestVerifier>,
+    replay: ReplayGuard,
+    cameras: HashMap<String, LiveFeed>,
+    options: SharingOptions,
+    feeds: Mutex<HashMap<String, watch::Sender<Option<LiveEnd>>>>,
+}
+
+impl Sharing {
+    /// Opens the consent state and replay record in `db`. Without `uplink` (not paired) the
+    /// resident can still set rules; nothing is shared.
+    pub fn open(
+        db: &sled::Db,
+        audit: Arc<AuditLog>,
+        uplink: Option<UplinkHandle>,
+        verifier: Option<RequestVerifier>,
+        cameras: HashMap<String, LiveFeed>,
+        options: SharingOptions,
+    ) -> Result<Arc<Sharing>, SharingError> {
+        let tree = db.open_tree("consent")?;
+        let state: EngineState = match tree.get(STATE_KEY)? {
+            Some(raw) => serde_json::from_slice(&raw).unwrap_or_else(|e| {
+                warn!(error = %e, "Consent state unreadable; starting from deny-by-default");
+                EngineState::default()
+            }),
+            None => EngineState::default(),
+        };
+        let engine_options = EngineOptions {
+            ask_timeout: options.ask_timeout,
+            ..EngineOptions::default()
+        };
+        let replay = ReplayGuard::open_in(db).map_err(|e| match e {
+            super::request::RequestError::Store(e) => SharingError::Db(e),
+            other => SharingError::Db(sled::Error::Unsupported(other.to_string())),
+        })?;
+        let sharing = Arc::new(Sharing {
+            engine: Mutex::new(Engine::restore(engine_options, state)),
+            tree,
+            audit,
+            uplink,
+            verifier,
+            replay,
+            cameras,
+            options,
+            feeds: Mutex::new(HashMap::new()),
+        });
+        // Live grants that outlived a restart have no feed any more: end them honestly.
+        let stale: Vec<String> = sharing
+            .engine()
+            .grants()
+            .filter(|g| g.kind() == Kind::Live)
+            .map(|g| g.id.clone())
+            .collect();
+        for id in stale {
+            let ended = sharing.engine().revoke(&id);
+            if let Ok(grant) = ended {
+                sharing.persist()?;
+                sharing.reply(&grant.id, "failed", Some("gateway_restarted"), None);
+                sharing.record(
+                    NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                        .request(&grant.id)
+                        .camera(&grant.camera)
+                        .detail(json!({"reason": "gateway_restarted"})),
+                )?;
+            }
+        }
+        Ok(sharing)
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn persist(&self) -> Result<(), SharingError> {
+        let state = serde_json::to_vec(self.engine().state()).expect("engine state serialises");
+        self.tree.insert(STATE_KEY, state)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Appends to the audit chain and queues the entry to the center.
+    fn record(&self, entry: NewEntry) -> Result<(), SharingError> {
+        let e = self.audit.append(entry)?;
+        if let (Some(up), Ok(bytes)) = (&self.uplink, e.to_json_bytes()) {
+            if let Err(err) = up.queue(Record::inline(up.topics().audit(), false, bytes)) {
+                warn!(error = %err, seq = e.seq, "Audit entry not queued to the center");
+            }
+        }
+        Ok(())
+    }
+
+    fn next_reply_seq(&self) -> u64 {
+        let next = self
+            .tree
+            .update_and_fetch(REPLY_SEQ_KEY, |old| {
+                let n = old
+                    .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })
+            .ok()
+            .flatten()
+            .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        next
+    }
+
+    /// Queues a reply to the center (QoS 1 through the outbox).
+    fn reply(&self, request_id: &str, status: &str, reason: Option<&str>, until: Option<i64>) {
+        let Some(up) = &self.uplink else { return };
+        let r = Reply {
+            request_id: request_id.to_owned(),
+            status: status.to_owned(),
+            reason: reason.map(str::to_owned),
+            until,
+            ts: now_ms(),
+            seq: self.next_reply_seq(),
+        };
+        let body = serde_json::to_vec(&r).expect("reply serialises");
+        if let Err(e) = up.queue(Record::inline(up.topics().reply(), false, body)) {
+            warn!(error = %e, request_id, status, "Reply not queued");
+        }
+    }
+
+    /// Takes requests from the uplink's inbox until shutdown.
+    pub async fn run_intake(self: Arc<Self>, shutdown: crate::daemon::Shutdown) {
+        let Some(up) = self.uplink.clone() else {
+            return;
+        };
+        let inbox = up.inbox().clone();
+        let mut reader = inbox.reader();
+        loop {
+            let (key, payload) = tokio::select! {
+                biased;
+                _ = shutdown.wait() => return,
+                next = reader.next() => next,
+            };
+            let me = self.clone();
+            let handled = tokio::task::spawn_blocking(move || me.handle_request(&payload)).await;
+            match handled {
+                Ok(Ok(())) => {
+                    if let Err(e) = inbox.done(key) {
+                        warn!(error = %e, "Cannot remove a handled request from the inbox");
+                    }
+                }
+                // Left in the inbox: handled again after a restart (idempotent per jti).
+                Ok(Err(e)) => warn!(error = %e, "Request handling failed"),
+                Err(e) => warn!(error = %e, "Request handling panicked"),
+            }
+        }
+    }
+
+    /// Handles one raw request from the center.
+    pub fn handle_request(self: &Arc<Self>, payload: &[u8]) -> Result<(), SharingError> {
+        let now = now_ms();
+        let peek = super::request::peek_jti(payload).unwrap_or_default();
+        self.record(
+            NewEntry::new(now, AuditKind::RequestReceived, Actor::Center)
+                .request(&peek)
+                .detail(json!({"bytes": payload.len()})),
+        )?;
+        let Some(verifier) = &self.verifier else {
+            return self.reject(&peek, "no_request_key");
+        };
+        let valid = match verifier.accept(
+            payload,
+            now / 1000,
+            |c| self.cameras.contains_key(c),
+            &self.replay,
+        ) {
+            Ok(v) => v,
+            Err(e) => return self.reject(&peek, &e.reason()),
+        };
+        let detail = json!({
+            "kind": match valid.body {
+                RequestBody::Live { .. } => "live",
+                RequestBody::Clip { .. } => "clip",
+                RequestBody::Cancel { .. } => "cancel",
+            },
+            "reason": valid.reason,
+            "case": valid.case,
+            "requester": valid.requester,
+            "emergency": valid.emergency,
+        });
+        if let RequestBody::Cancel { target } = &valid.body {
+            return self.cancel(&valid.jti, target, &valid.camera, now);
+        }
+        let Some(req) = valid.to_consent() else {
+            return self.reject(&valid.jti, "malformed: kind");
+        };
+        let local = Now {
+            utc_ms: now,
+            utc_offset_s: jiff::Zoned::now().offset().seconds(),
+        };
+        let decision = self.engine().decide(&req, local);
+        let decision = match decision {
+            Ok(d) => d,
+            Err(e) => return self.reject(&valid.jti, &e.to_string()),
+        };
+        self.persist()?;
+        let (status, reason, until) = match &decision.verdict {
+            Verdict::Granted(g) => ("granted", None, Some(g.until_ms)),
+            Verdict::Pending { expires_at_ms } => ("pending", None, Some(*expires_at_ms)),
+            Verdict::Denied { reason } => ("denied", Some(reason.as_str()), None),
+        };
+        let mut d = detail;
+        d["verdict"] = json!(status);
+        d["notify_resident"] = json!(decision.notify_resident);
+        if let Some(r) = reason {
+            d["deny_reason"] = json!(r);
+        }
+        self.record(
+            NewEntry::new(now, AuditKind::Decision, Actor::Gateway)
+                .request(&valid.jti)
+                .camera(&valid.camera)
+                .detail(d),
+        )?;
+        if decision.notify_resident {
+            info!(request = %valid.jti, camera = %valid.camera, status, emergency = valid.emergency, "Police request needs the resident's attention");
+        }
+        self.reply(&valid.jti, status, reason, until);
+        if let Verdict::Granted(g) = decision.verdict {
+            self.start_grant(g)?;
+        }
+        Ok(())
+    }
+
+    fn reject(&self, id: &str, reason: &str) -> Result<(), SharingError> {
+        self.record(
+            NewEntry::new(now_ms(), AuditKind::RequestRejected, Actor::Gateway)
+                .request(id)
+                .detail(json!({ "reason": reason })),
+        )?;
+        self.reply(id, "rejected", Some(reason), None);
+        Ok(())
+    }
+
+    fn cancel(&self, id: &str, target: &str, camera: &str, now: i64) -> Result<(), SharingError> {
+        let cancelled = self.engine().cancel(target, camera);
+        match cancelled {
+            Ok(c) => {
+                self.persist()?;
+                let cam = match &c {
+                    Cancelled::Grant(g) => g.camera.clone(),
+                    Cancelled::Pending(p) => p.request.camera.clone(),
+                };
+                self.stop_feed(target, LiveEnd::Cancelled);
+                self.record(
+                    NewEntry::new(now, AuditKind::GrantEnd, Actor::Center)
+                        .request(target)
+                        .camera(cam)
+                        .detail(json!({"reason": "cancelled", "by": id})),
+                )?;
+                self.reply(target, "revoked", Some("cancelled"), None);
+                self.reply(id, "completed", None, None);
+                Ok(())
+            }
+            Err(e) => self.reject(id, &format!("cancel: {e}")),
+        }
+    }
+
+    fn start_grant(self: &Arc<Self>, grant: consent::Grant) -> Result<(), SharingError> {
+        self.record(
+            NewEntry::new(now_ms(), AuditKind::GrantStart, Actor::Gateway)
+                .request(&grant.id)
+                .camera(&grant.camera)
+                .detail(json!({"kind": grant.kind(), "until": grant.until_ms, "granted_by": grant.granted_by})),
+        )?;
+        match grant.kind() {
+            Kind::Live => self.start_feed(grant),
+            Kind::Clip => {
+                // Clip upload (segments referenced through the outbox, signed manifest) is not
+                // built yet: say so rather than leave the center waiting.
+                self.engine().revoke(&grant.id).ok();
+                self.persist()?;
+                self.reply(&grant.id, "failed", Some("clips_not_supported_yet"), None);
+                self.record(
+                    NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                        .request(&grant.id)
+                        .camera(&grant.camera)
+                        .detail(json!({"reason": "clips_not_supported_yet"})),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_feed(self: &Arc<Self>, grant: consent::Grant) {
+        let (Some(up), Some(feed)) = (
+            self.uplink.clone(),
+            self.cameras.get(&grant.camera).cloned(),
+        ) else {
+            return;
+        };
+        let (tx, rx) = watch::channel(None);
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(grant.id.clone(), tx);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = grant.id.clone();
+            let camera = grant.camera.clone();
+            let gate = |now: i64| -> Result<(), LiveEnd> {
+                me.engine()
+                    .may_send(&id, &camera, Kind::Live, Some(now..now), now)
+                    .map(|_| ())
+                    .map_err(|r| match r {
+                        Refusal::Paused => LiveEnd::Paused,
+                        Refusal::GrantExpired => LiveEnd::Expired,
+                        Refusal::NoGrant => LiveEnd::Revoked,
+                        other => LiveEnd::Refused(other.to_string()),
+                    })
+            };
+            let (reason, report) =
+                live::run_live(&feed, &up, &id, me.options.live_max_bitrate, gate, rx).await;
+            me.feeds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            info!(request = %id, camera = %camera, reason = reason.as_str(), bytes = report.bytes, "Live feed ended");
+            let entry = NewEntry::new(now_ms(), AuditKind::BytesSent, Actor::Gateway)
+                .request(&id)
+                .camera(&camera)
+                .detail(json!({"kind": "live", "bytes": report.bytes, "messages": report.messages, "dropped": report.dropped, "end": reason.as_str()}));
+            if let Err(e) = me.record(entry) {
+                warn!(error = %e, "Audit of a live feed failed");
+            }
+            // A feed that ended on its own (camera lost) while its grant still runs.
+            if matches!(reason, LiveEnd::CameraLost) && me.engine().grant(&id).is_some() {
+                let _ = me.engine().revoke(&id);
+                let _ = me.persist();
+                me.reply(&id, "failed", Some("camera_lost"), None);
+            }
+        });
+    }
+
+    fn stop_feed(&self, id: &str, reason: LiveEnd) {
+        if let Some(tx) = self.feeds.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            let _ = tx.send(Some(reason));
+        }
+    }
+
+    /// Ends what the engine ended: reply, audit, stop feeds.
+    fn ended(&self, events: Vec<Event>, actor: Actor) -> Result<(), SharingError> {
+        for ev in events {
+            let reason = ev.reason();
+            let (status, camera) = match &ev {
+                Event::PendingEnded { pending, .. } => (
+                    if reason == consent::EndReason::Denied {
+                        "denied"
+                    } else {
+                        "expired"
+                    },
+                    pending.request.camera.clone(),
+                ),
+                Event::GrantEnded { grant, .. } => (
+                    if reason == consent::EndReason::Expired {
+                        "expired"
+                    } else {
+                        "revoked"
+                    },
+                    grant.camera.clone(),
+                ),
+            };
+            let live_reason = match reason {
+                consent::EndReason::Expired => LiveEnd::Expired,
+                consent::EndReason::Paused => LiveEnd::Paused,
+                consent::EndReason::Cancelled => LiveEnd::Cancelled,
+                _ => LiveEnd::Revoked,
+            };
+            self.stop_feed(ev.id(), live_reason);
+            let kind = match (&ev, reason) {
+                (Event::PendingEnded { .. }, _) => AuditKind::Decision,
+                (_, consent::EndReason::Revoked) => AuditKind::Revoke,
+                _ => AuditKind::GrantEnd,
+            };
+            self.record(
+                NewEntry::new(now_ms(), kind, actor)
+                    .request(ev.id())
+                    .camera(camera)
+                    .detail(json!({"reason": reason.as_str(), "status": status})),
+            )?;
+            self.reply(ev.id(), status, Some(reason.as_str()), None);
+        }
+        Ok(())
+    }
+
+    /// Expires pending requests and grants whose time is up. Call about once a second.
+    pub fn tick(&self) -> Result<(), SharingError> {
+        let events = self.engine().expire(now_ms());
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.persist()?;
+        self.ended(events, Actor::Gateway)
+    }
+
+    /// The resident approves a pending request.
+    pub fn approve(self: &Arc<Self>, id: &str) -> Result<consent::Grant, SharingError> {
+        let grant = self.engine().approve(id, now_ms())?;
+        self.persist()?;
+        self.record(
+            NewEntry::new(now_ms(), AuditKind::Decision, Actor::Resident)
+                .request(id)
+                .camera(&grant.camera)
+                .detail(json!({"verdict": "granted", "by": "resident"})),
+        )?;
+        self.reply(id, "granted", None, Some(grant.until_ms));
+        self.start_grant(grant.clone())?;
+        Ok(grant)
+    }
+
+    /// The resident denies a pending request.
+    pub fn deny(&self, id: &str) -> Result<(), SharingError> {
+        let p = self.engine().deny(id)?;
+        self.persist()?;
+        self.ended(
+            vec![Event::PendingEnded {
+                pending: p,
+                reason: consent::EndReason::Denied,
+            }],
+            Actor::Resident,
+        )
+    }
+
+    /// The resident revokes a grant: its feed stops at once.
+    pub fn revoke(&self, id: &str) -> Result<(), SharingError> {
+        let g = self.engine().revoke(id)?;
+        self.persist()?;
+        self.ended(
+            vec![Event::GrantEnded {
+                grant: g,
+                reason: consent::EndReason::Revoked,
+            }],
+            Actor::Resident,
+        )
+    }
+
+    /// Pauses all sharing: every grant and pending request ends.
+    pub fn pause(&self) -> Result<(), SharingError> {
+        let events = self.engine().pause();
+        self.persist()?;
+        self.record(NewEntry::new(now_ms(), AuditKind::Pause, Actor::Resident))?;
+        self.ended(events, Actor::Resident)
+    }
+
+    /// Resumes sharing (ended grants stay ended).
+    pub fn resume(&self) -> Result<(), SharingError> {
+        self.engine().resume();
+        self.persist()?;
+        self.record(NewEntry::new(now_ms(), AuditKind::Resume, Actor::Resident))
+    }
+
+    /// The resident changes a camera's rules.
+    pub fn set_rules(&self, camera: &str, rules: CameraRules) -> Result<(), SharingError> {
+        if !self.cameras.contains_key(camera) {
+            return Err(SharingError::UnknownCamera(camera.to_owned()));
+        }
+        let before = self.engine().rules(camera);
+        let events = self.engine().set_rules(camera, rules.clone())?;
+        self.persist()?;
+        self.record(
+            NewEntry::new(now_ms(), AuditKind::ConsentRuleChanged, Actor::Resident)
+                .camera(camera)
+                .detail(json!({"before": before, "after": rules})),
+        )?;
+        self.ended(events, Actor::Resident)
+    }
+
+    /// The rules of every camera (deny-by-default for cameras never set).
+    pub fn rules(&self) -> Vec<(String, CameraRules)> {
+        let engine = self.engine();
+        let mut ids: Vec<&String> = self.cameras.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|c| (c.clone(), engine.rules(c)))
+            .collect()
+    }
+
+    /// Pending requests and active grants, for the resident.
+    pub fn requests(&self) -> serde_json::Value {
+        let e = self.engine();
+        json!({
+            "paused": e.is_paused(),
+            "pending": e.pending().collect::<Vec<_>>(),
+            "grants": e.grants().collect::<Vec<_>>(),
+        })
+    }
+
+    /// Whether sharing is paused.
+    pub fn is_paused(&self) -> bool {
+        self.engine().is_paused()
+    }
+
+    /// Active grants.
+    pub fn grants_active(&self) -> u64 {
+        self.engine().grants().count() as u64
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Ends every feed (shutdown).
+    pub fn stop_all(&self) {
+        for tx in self
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            let _ = tx.send(Some(LiveEnd::Shutdown));
+        }
+    }
+}
