@@ -36,7 +36,7 @@
 //! the clip's H.264 (Annex B, extracted once with ffmpeg) is split into access units, turned
 //! into [`porchlight::media::Frame`]s with 25 fps timestamps, cut by the real
 //! [`porchlight::media::segmenter::Segmenter`] and written with the real
-//! [`porchlight::store::Store::put_segment`] (fsyncs and all) — 10 loops of the clip, 300
+//! [`porchlight::store::Store::put_segment`] (fsyncs and all) — 10 loops of the clip, ~310
 //! GOP segments. Timed then, warm page cache, best of three:
 //! - the library: [`porchlight::export::plan`] + [`porchlight::export::stream`] into a file;
 //! - the product: `porchlight export --camera cam0 --from … --to … -o clip.mp4` against the
@@ -77,31 +77,11 @@ const APT_HINT: &str = "apt-get install ffmpeg python3-gi gir1.2-gst-rtsp-server
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad (or run .ci/setup)";
 
 /// The x264 command that makes the clip (the arguments after `ffmpeg`).
+#[rustfmt::skip]
 const ENCODE_ARGS: &[&str] = &[
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=1920x1080:rate=25",
-    "-t",
-    "60",
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-b:v",
-    "4M",
-    "-maxrate",
-    "4M",
-    "-bufsize",
-    "8M",
-    "-g",
-    "50",
-    "-bf",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-    "-f",
-    "mpegts",
+    "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25", "-t", "60",
+    "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M", "-maxrate", "4M", "-bufsize", "8M",
+    "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", "-f", "mpegts",
 ];
 const FPS: i64 = 25;
 const CLIP_SECS: i64 = 60;

@@ -27,6 +27,7 @@
 //!   one process per database, so the daemon owns it).
 //! - [`daemon`]: wiring, named tasks and ordered shutdown.
 //! - [`cli`]: one file per subcommand.
+//! - [`center`]: the reference city center (`porchlight-center`: keygen, request, receive, watch).
 //! - [`systemd`]: readiness and watchdog notifications.
 //!
 //! Boundaries: ingest and media never import an uplink; discovery results and camera URLs never
@@ -34,6 +35,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod center;
 pub mod cli;
 pub mod config;
 pub mod consent;

@@ -5,7 +5,8 @@
 //! - `DIR/request-key.pub.pem`: the public key, SPKI PEM (`-----BEGIN PUBLIC KEY-----`) as
 //!   `openssl pkey -pubout` writes it: what a box's `uplink.center_request_key_file` takes.
 //!
-//! The 32 secret bytes come from `/dev/urandom`. Existing files are not overwritten unless
+//! The private key is PKCS#8 v1 (RFC 5208 form, no embedded public key), the form OpenSSL
+//! writes and reads. The 32 secret bytes come from `/dev/urandom`. Existing files are not overwritten unless
 //! `--force` is given.
 
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::SigningKey;
 
 use super::CenterError;
@@ -37,9 +38,14 @@ pub struct Args {
 
 /// The PEM texts of a key pair: (private PKCS#8, public SPKI).
 pub fn encode(key: &SigningKey) -> Result<(String, String), String> {
-    let private = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| format!("cannot encode the private key: {e}"))?;
+    // PKCS#8 v1 (no embedded public key), as `openssl genpkey -algorithm ed25519` writes it:
+    // OpenSSL 3 refuses the v2 form that `SigningKey::to_pkcs8_pem` produces.
+    let private = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| format!("cannot encode the private key: {e}"))?;
     let public = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
@@ -134,6 +140,25 @@ mod tests {
     use super::*;
     use crate::sharing::request::public_key_from_pem;
     use ed25519_dalek::pkcs8::DecodePrivateKey;
+
+    /// `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` (the same pair as in
+    /// the request verifier's tests).
+    const OPENSSL_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIE2NBbZX07FuUauZ2CoSsY5aohRyzvMsxlIPERhts9er
+-----END PRIVATE KEY-----
+";
+    const OPENSSL_PUBLIC_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAvchWRJDW7ae697iScWkbQBXf58COQWUGZSs/jrhVKSU=
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn encoding_is_byte_for_byte_what_openssl_writes() {
+        let key = SigningKey::from_pkcs8_pem(OPENSSL_PRIVATE_PEM).unwrap();
+        let (private, public) = encode(&key).unwrap();
+        assert_eq!(private, OPENSSL_PRIVATE_PEM);
+        assert_eq!(public, OPENSSL_PUBLIC_PEM);
+    }
 
     #[test]
     fn encoded_pair_round_trips_and_public_key_reads_as_the_box_reads_it() {

@@ -119,7 +119,9 @@ pub enum CenterError {
         message: String,
     },
     /// The broker refused a subscription (its ACL does not let this identity read the topic).
-    #[error("the broker refused the subscription to {topic} (check the ACL for this certificate's CN)")]
+    #[error(
+        "the broker refused the subscription to {topic} (check the ACL for this certificate's CN)"
+    )]
     SubscribeRefused {
         /// The topic filter.
         topic: String,

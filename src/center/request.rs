@@ -9,7 +9,9 @@
 //! Final statuses: `granted` for `live` and `cancel`; for a `clip`, `granted` is followed by
 //! `completed` once the clip is sent, so the wait goes on until `completed` (or `failed`,
 //! `revoked`, …). `denied`, `rejected`, `expired`, `revoked`, `completed`, `failed` are always
-//! final. A `cancel` also ends on a final reply for its `target`.
+//! final. For a `cancel`, replies about its `target` are printed too (the box answers
+//! `revoked` for the target, then `completed` for the cancel); only the cancel's own reply
+//! ends the wait.
 //!
 //! Exit code: 0 when the last status is `granted`, `completed` or `pending` (the resident has
 //! not decided yet); [`super::exit::REFUSED`] for any other status;
@@ -58,8 +60,9 @@ pub struct Common {
     /// The camera id.
     #[arg(long)]
     pub camera: String,
-    /// The center's private request key (PKCS#8 PEM, mode 0600; from `keygen`).
-    #[arg(long)]
+    /// The center's private request key (PKCS#8 PEM, mode 0600; from `keygen`). Not the TLS
+    /// key, which is given before the subcommand.
+    #[arg(long, visible_alias = "request-key")]
     pub key: PathBuf,
     /// How long the request stays valid (`exp` = now + ttl). Boxes refuse more than 1h by
     /// default.
@@ -234,8 +237,9 @@ impl Kind {
 /// request a cancel names).
 pub fn is_final(kind: RequestKind, status: &str, for_target: bool) -> bool {
     match status {
+        _ if for_target => false,
         "pending" => false,
-        "granted" => !for_target && kind != RequestKind::Clip,
+        "granted" => kind != RequestKind::Clip,
         _ => true,
     }
 }
@@ -439,7 +443,8 @@ mod tests {
         assert!(is_final(Live, "granted", false));
         assert!(!is_final(Clip, "granted", false));
         assert!(is_final(Clip, "completed", false));
-        assert!(is_final(Cancel, "revoked", true));
+        assert!(!is_final(Cancel, "revoked", true));
+        assert!(is_final(Cancel, "completed", false));
         for s in ["granted", "completed", "pending"] {
             assert!(is_success(Live, s, false));
         }

@@ -19,26 +19,28 @@ use super::CenterError;
 /// Default topic root.
 pub const DEFAULT_ROOT: &str = "porchlight/v1";
 
-/// Connection flags, shared by every subcommand that talks to the broker.
+/// Connection flags, shared by every subcommand that talks to the broker. They go **before**
+/// the subcommand (`porchlight-center --key center.key request live --key request-key.pem`):
+/// `request` has a `--key` of its own, the request key.
 #[derive(clap::Args, Debug, Default)]
 pub struct ConnectArgs {
     /// TOML file with `broker`, `ca`, `cert`, `key` and `root` (flags override it).
-    #[arg(long, global = true, env = "PORCHLIGHT_CENTER_CONFIG")]
+    #[arg(long, env = "PORCHLIGHT_CENTER_CONFIG")]
     pub config: Option<PathBuf>,
     /// The city broker, `mqtts://host[:port]` (port 8883 by default; TLS only).
-    #[arg(long, global = true, env = "PORCHLIGHT_CENTER_BROKER")]
+    #[arg(long, env = "PORCHLIGHT_CENTER_BROKER")]
     pub broker: Option<String>,
     /// The city CA (PEM): the only trust anchor for the broker's certificate.
-    #[arg(long, global = true, env = "PORCHLIGHT_CENTER_CA")]
+    #[arg(long, env = "PORCHLIGHT_CENTER_CA")]
     pub ca: Option<PathBuf>,
     /// The center's client certificate (PEM).
-    #[arg(long, global = true, env = "PORCHLIGHT_CENTER_CERT")]
+    #[arg(long, env = "PORCHLIGHT_CENTER_CERT")]
     pub cert: Option<PathBuf>,
     /// The center's client key (PEM, mode 0600).
-    #[arg(long, global = true, env = "PORCHLIGHT_CENTER_KEY")]
+    #[arg(long, env = "PORCHLIGHT_CENTER_KEY")]
     pub key: Option<PathBuf>,
     /// Topic root (default `porchlight/v1`).
-    #[arg(long, global = true, env = "PORCHLIGHT_CENTER_ROOT")]
+    #[arg(long, env = "PORCHLIGHT_CENTER_ROOT")]
     pub root: Option<String>,
 }
 
@@ -140,7 +142,9 @@ impl ConnectArgs {
         let mut problems = Vec::new();
         let mut need = |flag: &str, v: Option<PathBuf>| {
             if v.is_none() {
-                problems.push(format!("--{flag} FILE is required (or `{flag}` in --config)"));
+                problems.push(format!(
+                    "--{flag} FILE is required (or `{flag}` in --config)"
+                ));
             }
             v.unwrap_or_default()
         };
@@ -149,7 +153,10 @@ impl ConnectArgs {
             "cert",
             self.cert.clone().or_else(|| from_file(file.cert.clone())),
         );
-        let key = need("key", self.key.clone().or_else(|| from_file(file.key.clone())));
+        let key = need(
+            "key",
+            self.key.clone().or_else(|| from_file(file.key.clone())),
+        );
         let (host, port) = match self.broker.clone().or(file.broker) {
             Some(b) => parse_broker(&b).unwrap_or_else(|e| {
                 problems.push(e);

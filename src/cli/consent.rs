@@ -113,7 +113,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(h) = &set.hours {
             rules.hours = parse_hours(h)?;
         }
-        let body = serde_json::to_value(&rules)?;
+        let body = serde_json::to_value(rules)?;
         let _: Value = client.send("PUT", &format!("/api/v1/consent/{}", q(&set.camera)), &body)?;
         println!("rules for {} updated", set.camera);
     }

@@ -547,7 +547,7 @@ impl Sharing {
             return Err(SharingError::UnknownCamera(camera.to_owned()));
         }
         let before = self.engine().rules(camera);
-        let events = self.engine().set_rules(camera, rules.clone())?;
+        let events = self.engine().set_rules(camera, rules)?;
         self.persist()?;
         self.record(
             NewEntry::new(now_ms(), AuditKind::ConsentRuleChanged, Actor::Resident)

@@ -20,6 +20,7 @@ pub const MAX_PENDING: usize = 1024;
 /// The durable inbox shared by the uplink worker (writer) and sharing (reader).
 #[derive(Clone)]
 pub struct Inbox {
+    db: sled::Db,
     tree: sled::Tree,
     notify: Arc<Notify>,
 }
@@ -39,6 +40,7 @@ impl Inbox {
     /// Opens the inbox tree in `db`.
     pub fn open(db: &sled::Db) -> Result<Inbox, InboxError> {
         Ok(Inbox {
+            db: db.clone(),
             tree: db.open_tree("uplink.inbox")?,
             notify: Arc::new(Notify::new()),
         })
@@ -49,7 +51,9 @@ impl Inbox {
         if self.tree.len() >= MAX_PENDING {
             return Err(InboxError::Full);
         }
-        let key = self.tree.last()?.map_or(0, |(k, _)| decode_key(&k) + 1);
+        // Keys only ever grow (sled's persistent id generator), even when the tree empties, so
+        // a reader's position stays valid.
+        let key = self.db.generate_id()?;
         self.tree.insert(key.to_be_bytes(), payload)?;
         self.tree.flush()?;
         self.notify.notify_one();
@@ -123,20 +127,24 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let inbox = Inbox::open(&db).unwrap();
-            assert_eq!(inbox.put(b"a").unwrap(), 0);
-            assert_eq!(inbox.put(b"b").unwrap(), 1);
+            let a = inbox.put(b"a").unwrap();
+            inbox.put(b"b").unwrap();
             let mut r = inbox.reader();
             let (k, v) = r.next().await;
-            assert_eq!((k, v.as_slice()), (0, &b"a"[..]));
+            assert_eq!((k, v.as_slice()), (a, &b"a"[..]));
             inbox.done(k).unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
         let inbox = Inbox::open(&db).unwrap();
         let mut r = inbox.reader();
-        assert_eq!(r.next().await, (1, b"b".to_vec()));
-        // Keys keep growing after a reopen.
-        assert_eq!(inbox.put(b"c").unwrap(), 2);
-        assert_eq!(r.next().await, (2, b"c".to_vec()));
+        let (kb, b) = r.next().await;
+        assert_eq!(b, b"b".to_vec());
+        inbox.done(kb).unwrap();
+        // The tree is empty now; keys keep growing after a reopen and after emptying, so the
+        // reader (already past `b`) still sees what comes next.
+        let kc = inbox.put(b"c").unwrap();
+        assert!(kc > kb);
+        assert_eq!(r.next().await, (kc, b"c".to_vec()));
     }
 
     #[tokio::test]

@@ -1,0 +1,343 @@
+//! Consent-enforced sharing end to end: a real Mosquitto with mutual TLS and per-certificate
+//! ACLs, a GStreamer camera, the daemon, signed requests from the center's identity, replies
+//! and live feeds captured with `mosquitto_sub` (not our code), judged by ffprobe.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::pkcs8::EncodePublicKey;
+use ed25519_dalek::SigningKey;
+use porchlight::sharing::request::{sign_request, Claims, RequestKind};
+use porchlight::uplink::framing::{self, Kind};
+use support::camera::{Camera, Codec, Stream};
+use support::mosquitto::{Broker, Msg, Sub};
+use support::{camera_toml, Daemon, FAST_INGEST};
+
+const GW: &str = "gw-1";
+
+struct Rig {
+    broker: Broker,
+    key: SigningKey,
+    daemon: Daemon,
+    replies: Sub,
+    live: Sub,
+    _camera: Camera,
+}
+
+fn rig() -> Rig {
+    let camera = Camera::builder()
+        .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
+        .start();
+    let broker = Broker::start();
+    let gw = broker.identity(GW);
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let pub_pem = broker.path().join("request-key.pub.pem");
+    std::fs::write(
+        &pub_pem,
+        key.verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap(),
+    )
+    .unwrap();
+    let body = format!(
+        "{FAST_INGEST}[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\ncenter_request_key_file = {:?}\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\ndrain_timeout = \"2s\"\n{}",
+        broker.url(),
+        broker.ca.pem_file,
+        gw.cert,
+        gw.key,
+        pub_pem,
+        camera_toml("front", &camera.url("s"), ""),
+    );
+    let replies = broker.subscribe(Some(&broker.center), "porchlight/v1/gw/gw-1/reply", &[]);
+    // Live payloads are binary: hex, one message per line.
+    let live = broker.subscribe(
+        Some(&broker.center),
+        "porchlight/v1/gw/gw-1/live/+",
+        &["-F", "%r %t %x"],
+    );
+    let daemon = Daemon::start(&body);
+    daemon.wait_camera("front", Duration::from_secs(60), "streaming", |c| {
+        c["state"] == "streaming"
+    });
+    let link = Instant::now() + Duration::from_secs(20);
+    while daemon.get("/api/v1/uplink")["state"] != "connected" {
+        assert!(Instant::now() < link, "{}", daemon.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Rig {
+        broker,
+        key,
+        daemon,
+        replies,
+        live,
+        _camera: camera,
+    }
+}
+
+fn now_s() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn claims(jti: &str, kind: RequestKind) -> Claims {
+    Claims {
+        jti: jti.into(),
+        iat: now_s(),
+        exp: now_s() + 300,
+        gw: GW.into(),
+        kind,
+        camera: "front".into(),
+        from: None,
+        to: None,
+        duration_s: (kind == RequestKind::Live).then_some(60),
+        target: None,
+        reason: Some("burglary in progress".into()),
+        case: Some("2026-1234".into()),
+        requester: Some("Officer Test".into()),
+        emergency: false,
+    }
+}
+
+impl Rig {
+    fn send_raw(&self, token: &str) {
+        let out = self.broker.publish(
+            Some(&self.broker.center),
+            "porchlight/v1/gw/gw-1/request",
+            token,
+            false,
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    fn send(&self, c: &Claims) {
+        self.send_raw(&sign_request(c, &self.key));
+    }
+
+    fn reply(&self, id: &str, status: &str) -> serde_json::Value {
+        let msgs = self.replies.wait(
+            Duration::from_secs(20),
+            &format!("reply {status} for {id}"),
+            |m| m.iter().any(|m| is_reply(m, id, status)),
+        );
+        let m = msgs.iter().find(|m| is_reply(m, id, status)).unwrap();
+        serde_json::from_str(&m.payload).unwrap()
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        self.daemon.cli_ok(args)
+    }
+
+    /// The PLM1 messages captured for `id`, decoded from hex, in arrival order.
+    fn live_messages(&self, id: &str) -> Vec<Vec<u8>> {
+        let topic = format!("porchlight/v1/gw/gw-1/live/{id}");
+        self.live
+            .messages()
+            .into_iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| hex::decode(m.payload.trim()).expect("hex payload"))
+            .collect()
+    }
+
+    fn wait_live_end(&self, id: &str) -> (Vec<Vec<u8>>, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let msgs = self.live_messages(id);
+            if let Some(end) = msgs
+                .iter()
+                .filter_map(|p| framing::decode(p).ok())
+                .find(|f| f.kind == Kind::End)
+            {
+                let v: serde_json::Value = serde_json::from_slice(end.body).unwrap();
+                let reason = v["reason"].as_str().unwrap().to_owned();
+                return (msgs, reason);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no end message for {id}; {} messages\n{}",
+                msgs.len(),
+                self.daemon.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn is_reply(m: &Msg, id: &str, status: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(&m.payload)
+        .is_ok_and(|v| v["request_id"] == id && v["status"] == status)
+}
+
+/// Writes the bodies of init and fragments, in seq order, to `path`; returns the fragment count.
+fn reassemble(msgs: &[Vec<u8>], path: &Path) -> usize {
+    let mut frames: Vec<_> = msgs
+        .iter()
+        .filter_map(|p| framing::decode(p).ok())
+        .collect();
+    frames.sort_by_key(|f| f.seq);
+    assert_eq!(
+        frames.first().map(|f| f.kind),
+        Some(Kind::Init),
+        "feed starts with init"
+    );
+    let mut out = Vec::new();
+    let mut n = 0;
+    for f in &frames {
+        match f.kind {
+            Kind::Init | Kind::Fragment => out.extend_from_slice(f.body),
+            Kind::End => {}
+        }
+        n += usize::from(f.kind == Kind::Fragment);
+    }
+    std::fs::write(path, out).unwrap();
+    n
+}
+
+#[test]
+fn always_live_feed_plays_at_the_center_and_ends_when_the_grant_expires() {
+    let r = rig();
+    r.cli(&[
+        "consent",
+        "set",
+        "front",
+        "--live",
+        "always",
+        "--max-live",
+        "4s",
+    ]);
+    let asked = Instant::now();
+    r.send(&claims("live-always-1", RequestKind::Live));
+    let granted = r.reply("live-always-1", "granted");
+    let until = granted["until"].as_i64().unwrap();
+    let now = jiff::Timestamp::now().as_millisecond();
+    assert!(
+        until <= now + 4_500,
+        "granted {granted} beyond the 4 s limit"
+    );
+    let (msgs, reason) = r.wait_live_end("live-always-1");
+    assert_eq!(reason, "expired");
+    assert!(asked.elapsed() < Duration::from_secs(15));
+    r.reply("live-always-1", "expired");
+    let clip = r.daemon.dir.path().join("live.mp4");
+    let fragments = reassemble(&msgs, &clip);
+    let p = support::ffprobe::probe(&clip);
+    assert_eq!(
+        (p.codec_name.as_str(), p.width, p.height),
+        ("h264", 320, 240)
+    );
+    // About 4 s at 15 fps (plus the pre-roll since the last keyframe), one fragment per frame.
+    assert!(p.nb_frames >= 40, "{p:?}");
+    assert_eq!(p.nb_frames as usize, fragments);
+    support::ffprobe::decode_ok(&clip);
+
+    let audit = r.cli(&["audit", "list", "--request", "live-always-1", "--json"]);
+    for kind in [
+        "request_received",
+        "decision",
+        "grant_start",
+        "bytes_sent",
+        "grant_end",
+    ] {
+        assert!(audit.contains(kind), "audit lacks {kind}: {audit}");
+    }
+    assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
+}
+
+#[test]
+fn ask_waits_for_the_resident_and_revoke_stops_the_feed_within_a_second() {
+    let r = rig();
+    r.cli(&["consent", "set", "front", "--live", "ask"]);
+    r.send(&claims("ask-1", RequestKind::Live));
+    r.reply("ask-1", "pending");
+    let listing = r.cli(&["requests"]);
+    assert!(
+        listing.contains("ask-1")
+            && listing.contains("Officer Test")
+            && listing.contains("2026-1234"),
+        "{listing}"
+    );
+    assert!(
+        r.live_messages("ask-1").is_empty(),
+        "video sent before approval"
+    );
+    r.cli(&["approve", "ask-1"]);
+    r.reply("ask-1", "granted");
+    // Wait for video, then revoke.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while r.live_messages("ask-1").len() < 10 {
+        assert!(Instant::now() < deadline, "{}", r.daemon.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let revoked_at = Instant::now();
+    r.cli(&["revoke", "ask-1"]);
+    let (_, reason) = r.wait_live_end("ask-1");
+    assert_eq!(reason, "revoked");
+    assert!(
+        revoked_at.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+    r.reply("ask-1", "revoked");
+    let count = r.live_messages("ask-1").len();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(r.live_messages("ask-1").len(), count, "video after revoke");
+
+    // Deny, and pause ending a pending request.
+    r.send(&claims("ask-2", RequestKind::Live));
+    r.reply("ask-2", "pending");
+    r.cli(&["deny", "ask-2"]);
+    r.reply("ask-2", "denied");
+    r.send(&claims("ask-3", RequestKind::Live));
+    r.reply("ask-3", "pending");
+    r.cli(&["pause"]);
+    r.reply("ask-3", "expired");
+    r.send(&claims("ask-4", RequestKind::Live));
+    let d = r.reply("ask-4", "denied");
+    assert_eq!(d["reason"], "paused");
+}
+
+#[test]
+fn never_denies_and_bad_requests_are_rejected_and_audited() {
+    let r = rig();
+    // Deny by default: no rule set.
+    r.send(&claims("never-1", RequestKind::Live));
+    assert_eq!(r.reply("never-1", "denied")["reason"], "not_allowed");
+
+    let mut other_gw = claims("bad-gw", RequestKind::Live);
+    other_gw.gw = "gw-2".into();
+    r.send(&other_gw);
+    let mut expired = claims("bad-exp", RequestKind::Live);
+    expired.iat = now_s() - 600;
+    expired.exp = now_s() - 300;
+    r.send(&expired);
+    let mut unknown = claims("bad-cam", RequestKind::Live);
+    unknown.camera = "garage".into();
+    r.send(&unknown);
+    let forged = SigningKey::from_bytes(&[9u8; 32]);
+    r.send_raw(&sign_request(
+        &claims("bad-sig", RequestKind::Live),
+        &forged,
+    ));
+    r.send(&claims("never-1", RequestKind::Live)); // replayed jti
+    r.send_raw("not.a-jws");
+    for (id, reason) in [
+        ("bad-gw", "wrong_gateway"),
+        ("bad-exp", "expired"),
+        ("bad-cam", "unknown_camera"),
+        ("bad-sig", "bad_signature"),
+        ("never-1", "replayed"),
+    ] {
+        let v = r.reply(id, "rejected");
+        assert_eq!(v["reason"], reason, "{v}");
+    }
+    r.replies
+        .wait(Duration::from_secs(10), "malformed rejected", |m| {
+            m.iter()
+                .any(|m| m.payload.contains("\"rejected\"") && m.payload.contains("malformed"))
+        });
+    let audit = r.cli(&["audit", "list", "--limit", "100", "--json"]);
+    assert!(audit.matches("request_rejected").count() >= 6, "{audit}");
+    assert!(r.live_messages("never-1").is_empty());
+    // The box stays up and its chain intact.
+    assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
+}
