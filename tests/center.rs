@@ -742,3 +742,64 @@ fn watch_prints_one_line_per_box_message() {
     assert!(lines[1].contains(" gw-1 heartbeat "));
     assert!(lines[2].contains(" gw-1 reply ") && lines[2].contains("denied"));
 }
+
+#[test]
+fn the_real_box_answers_requests_from_the_center() {
+    let broker = Broker::start();
+    let gw = broker.identity("gw-1");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(&dir.path().join("center"));
+    let (stranger_key, _) = keygen(&dir.path().join("stranger"));
+    let status = broker.subscribe(
+        Some(&broker.center),
+        &format!("{ROOT}/gw/gw-1/heartbeat"),
+        &[],
+    );
+    let body = format!(
+        "[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\ncenter_request_key_file = {:?}\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n{}",
+        broker.url(),
+        broker.ca.pem_file,
+        gw.cert,
+        gw.key,
+        public,
+        // A camera that never answers: consent is decided without video.
+        support::camera_toml("porch", "rtsp://127.0.0.1:9/x", ""),
+    );
+    let daemon = support::Daemon::start(&body);
+    // A heartbeat comes after the box subscribed to its requests.
+    status.wait(Duration::from_secs(20), "a heartbeat", |m| !m.is_empty());
+
+    let ask = |camera: &str, key: &Path| {
+        let out = center(&broker)
+            .args(["request", "live", "--gw", "gw-1", "--camera", camera])
+            .args(["--duration", "30s", "--reason", "r", "--requester", "o"])
+            .args(["--wait", "15s", "--key"])
+            .arg(key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let last = stdout.lines().last().unwrap_or_default().to_owned();
+        (out.status.code(), last, stdout, daemon.logs())
+    };
+    // Deny by default: every camera starts as `never`.
+    let (code, last, stdout, logs) = ask("porch", &key);
+    assert_eq!(
+        (code, last.as_str()),
+        (Some(3), "status: denied"),
+        "{stdout}\n{logs}"
+    );
+    let (code, last, stdout, logs) = ask("nope", &key);
+    assert_eq!(
+        (code, last.as_str()),
+        (Some(3), "status: rejected"),
+        "{stdout}\n{logs}"
+    );
+    assert!(stdout.contains("unknown_camera"), "{stdout}");
+    let (code, last, stdout, logs) = ask("porch", &stranger_key);
+    assert_eq!(
+        (code, last.as_str()),
+        (Some(3), "status: rejected"),
+        "{stdout}\n{logs}"
+    );
+    assert!(stdout.contains("bad_signature"), "{stdout}");
+}

@@ -241,6 +241,31 @@ fn always_live_feed_plays_at_the_center_and_ends_when_the_grant_expires() {
         assert!(audit.contains(kind), "audit lacks {kind}: {audit}");
     }
     assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
+
+    // The heartbeat carries the modes (never the limits) and the audit anchor.
+    let hb = r.broker.sub_once(
+        Some(&r.broker.center),
+        "porchlight/v1/gw/gw-1/heartbeat",
+        1,
+        10,
+    );
+    let text = String::from_utf8_lossy(&hb.stdout);
+    let json = text
+        .split_once(' ')
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .map(|(_, p)| p)
+        .unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(
+        v["cameras"][0]["sharing"],
+        serde_json::json!({"live": "always", "clips": "never"}),
+        "{v}"
+    );
+    assert!(!text.contains("max_live"), "limits leaked: {text}");
+    let head = r.daemon.get("/api/v1/audit?limit=1");
+    assert!(v["audit"]["seq"].as_u64().unwrap() > 1, "{v}");
+    assert!(head["entries"][0]["seq"].as_u64() >= v["audit"]["seq"].as_u64());
 }
 
 #[test]
