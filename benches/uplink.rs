@@ -228,7 +228,7 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
             let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&o.stderr));
             text.lines()
-                .find(|l| !l.trim().is_empty())
+                .find(|l| l.contains("version"))
                 .map(str::to_owned)
         })
         .unwrap_or_default()
@@ -915,7 +915,7 @@ impl BacklogRow {
 fn backlog_section(broker: &mut Broker, work: &Path, large: usize) -> Vec<BacklogRow> {
     println!("\n# Backlog memory");
     let gw = broker.identity("gw-rss");
-    let mb = (large * 256 * KIB) as f64 / 1e6;
+    let mib = (large * 256 * KIB) as f64 / 1048576.0;
     let mut rows = Vec::new();
     for file in [false, true] {
         let dir = work.join(format!("rss-{file}"));
@@ -932,7 +932,7 @@ fn backlog_section(broker: &mut Broker, work: &Path, large: usize) -> Vec<Backlo
         broker.stop();
         let vals = spec.run(|| broker.restart());
         let case = format!(
-            "{mb:.0} MB queued with the link down, {}, then drained",
+            "{mib:.0} MiB queued with the link down, {}, then drained",
             if file { "file ranges" } else { "inline" }
         );
         println!("{case}: {vals:?}");
@@ -961,7 +961,7 @@ fn backlog_section(broker: &mut Broker, work: &Path, large: usize) -> Vec<Backlo
             vals.insert(k.to_owned(), v.clone());
         }
     }
-    let case = format!("{mb:.0} MB inline, process restarted with the backlog, then drained");
+    let case = format!("{mib:.0} MiB inline, process restarted with the backlog, then drained");
     println!("{case}: {vals:?} (queueing process: {queued:?})");
     rows.push(BacklogRow { case, vals });
     let _ = fs::remove_dir_all(&dir);
@@ -1072,6 +1072,7 @@ mod child {
                         topic: topic.clone(),
                         retain: false,
                         payload: p,
+                        grant: None,
                     })
                     .expect("queue");
             }

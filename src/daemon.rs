@@ -491,8 +491,10 @@ fn open_sharing(
         .iter()
         .map(|c| (c.spec.id.clone(), c.live.clone()))
         .collect();
+    let box_key = cfg.uplink.as_ref().map(|u| u.key_file.clone());
     Sharing::open(
-        store.db(),
+        store.clone(),
+        box_key,
         audit,
         uplink,
         verifier,

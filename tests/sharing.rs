@@ -23,6 +23,8 @@ struct Rig {
     daemon: Daemon,
     replies: Sub,
     live: Sub,
+    clips: Sub,
+    gw_cert: std::path::PathBuf,
     _camera: Camera,
 }
 
@@ -57,6 +59,11 @@ fn rig() -> Rig {
         "porchlight/v1/gw/gw-1/live/+",
         &["-F", "%r %t %x"],
     );
+    let clips = broker.subscribe(
+        Some(&broker.center),
+        "porchlight/v1/gw/gw-1/clip/+",
+        &["-F", "%r %t %x"],
+    );
     let daemon = Daemon::start(&body);
     daemon.wait_camera("front", Duration::from_secs(60), "streaming", |c| {
         c["state"] == "streaming"
@@ -72,6 +79,8 @@ fn rig() -> Rig {
         daemon,
         replies,
         live,
+        clips,
+        gw_cert: gw.cert.clone(),
         _camera: camera,
     }
 }
@@ -365,4 +374,88 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
     assert!(r.live_messages("never-1").is_empty());
     // The box stays up and its chain intact.
     assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
+}
+
+#[test]
+fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
+    let r = rig();
+    r.cli(&["consent", "set", "front", "--clips", "always", "--max-clip-window", "1h"]);
+    let c = r.daemon.wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
+        c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0) >= 4_000
+    });
+    let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
+    let mut req = claims("clip-1", RequestKind::Clip);
+    req.duration_s = None;
+    req.from = Some(from);
+    req.to = Some(from + 2);
+    r.send(&req);
+    r.reply("clip-1", "granted");
+    r.reply("clip-1", "completed");
+    let topic = "porchlight/v1/gw/gw-1/clip/clip-1";
+    let msgs = r.clips.wait(Duration::from_secs(20), "the clip's end message", |m| {
+        m.iter().filter(|m| m.topic == topic).any(|m| {
+            hex::decode(m.payload.trim())
+                .ok()
+                .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
+                .unwrap_or(false)
+        })
+    });
+    let payloads: Vec<Vec<u8>> = msgs
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| hex::decode(m.payload.trim()).unwrap())
+        .collect();
+    let path = r.daemon.dir.path().join("clip.mp4");
+    let fragments = reassemble(&payloads, &path);
+    let body = std::fs::read(&path).unwrap();
+    let end = payloads
+        .iter()
+        .filter_map(|p| framing::decode(p).ok())
+        .find(|f| f.kind == Kind::End)
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
+    use sha2::Digest;
+    assert_eq!(manifest["sha256"], hex::encode(sha2::Sha256::digest(&body)), "{manifest}");
+    assert_eq!(manifest["bytes"], body.len());
+    assert_eq!(manifest["fragments"], fragments);
+    assert_eq!(manifest["alg"], "ES256");
+    // The window [from, from+2 s) is covered, starting at a keyframe at or before it.
+    assert!(manifest["from"].as_i64().unwrap() <= from * 1000);
+    assert!(manifest["to"].as_i64().unwrap() >= (from + 2) * 1000 - 1_000);
+    let p = support::ffprobe::probe(&path);
+    assert_eq!(p.codec_name, "h264");
+    assert!(p.nb_frames >= 15, "{p:?}");
+    support::ffprobe::decode_ok(&path);
+
+    // Chain of custody: openssl verifies the signature with the box's certificate.
+    let dir = r.daemon.dir.path();
+    let mut signed = manifest.clone();
+    let sig = signed["signature"].as_str().unwrap().to_owned();
+    signed.as_object_mut().unwrap().remove("signature");
+    signed.as_object_mut().unwrap().remove("alg");
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&signed).unwrap()).unwrap();
+    use base64::Engine as _;
+    std::fs::write(
+        dir.join("manifest.sig"),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap(),
+    )
+    .unwrap();
+    let pubkey = std::process::Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(&r.gw_cert)
+        .output()
+        .unwrap();
+    std::fs::write(dir.join("gw.pub"), &pubkey.stdout).unwrap();
+    let verify = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(dir.join("gw.pub"))
+        .arg("-signature")
+        .arg(dir.join("manifest.sig"))
+        .arg(dir.join("manifest.json"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+
+    let audit = r.cli(&["audit", "list", "--request", "clip-1", "--json"]);
+    assert!(audit.contains("clip_sent") && audit.contains(manifest["sha256"].as_str().unwrap()), "{audit}");
 }

@@ -12,7 +12,8 @@ fn main() -> ExitCode {
     match porchlight::center::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {:#}", anyhow::Error::from(error));
+            // Each variant's message already carries its cause.
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

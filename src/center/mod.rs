@@ -48,7 +48,7 @@ pub mod exit {
 
 /// The reference city center: request video from Porchlight boxes and receive it.
 #[derive(Parser, Debug)]
-#[command(name = "porchlight-center", version, about)]
+#[command(name = "porchlight-center", version)]
 pub struct Cli {
     /// How to reach the broker (flags, environment, or `--config`).
     #[command(flatten)]

@@ -6,6 +6,7 @@
 //! replay, camera, fields) before anything is decided.
 
 pub mod live;
+pub mod manifest;
 pub mod request;
 pub mod service;
 

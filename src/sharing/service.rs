@@ -33,7 +33,11 @@ use crate::consent::{
 };
 use crate::ingest::live::LiveFeed;
 use crate::ingest::now_ms;
-use crate::uplink::outbox::Record;
+use crate::store::Store;
+use crate::uplink::framing;
+use crate::uplink::outbox::{Payload, Record};
+use super::manifest::Manifest;
+use std::path::PathBuf;
 use crate::uplink::UplinkHandle;
 
 /// Why a resident action or a request could not be handled.
@@ -93,19 +97,25 @@ pub struct Sharing {
     cameras: HashMap<String, LiveFeed>,
     options: SharingOptions,
     feeds: Mutex<HashMap<String, watch::Sender<Option<LiveEnd>>>>,
+    store: Arc<Store>,
+    /// The box's certificate key, which signs clip manifests.
+    box_key: Option<PathBuf>,
 }
 
 impl Sharing {
     /// Opens the consent state and replay record in `db`. Without `uplink` (not paired) the
     /// resident can still set rules; nothing is shared.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
-        db: &sled::Db,
+        store: Arc<Store>,
+        box_key: Option<PathBuf>,
         audit: Arc<AuditLog>,
         uplink: Option<UplinkHandle>,
         verifier: Option<RequestVerifier>,
         cameras: HashMap<String, LiveFeed>,
         options: SharingOptions,
     ) -> Result<Arc<Sharing>, SharingError> {
+        let db = store.db();
         let tree = db.open_tree("consent")?;
         let state: EngineState = match tree.get(STATE_KEY)? {
             Some(raw) => serde_json::from_slice(&raw).unwrap_or_else(|e| {
@@ -132,7 +142,19 @@ impl Sharing {
             cameras,
             options,
             feeds: Mutex::new(HashMap::new()),
+            store: store.clone(),
+            box_key,
         });
+        if let Some(up) = &sharing.uplink {
+            // Queued clip chunks leave only while their grant stands (checked at send time).
+            let weak = Arc::downgrade(&sharing);
+            up.set_gate(Arc::new(move |grant: &str| {
+                weak.upgrade().is_some_and(|s| {
+                    let e = s.engine();
+                    !e.is_paused() && e.grant(grant).is_some()
+                })
+            }));
+        }
         // Live grants that outlived a restart have no feed any more: end them honestly.
         let stale: Vec<String> = sharing
             .engine()
@@ -358,18 +380,115 @@ impl Sharing {
         match grant.kind() {
             Kind::Live => self.start_feed(grant),
             Kind::Clip => {
-                // Clip upload (segments referenced through the outbox, signed manifest) is not
-                // built yet: say so rather than leave the center waiting.
-                self.engine().revoke(&grant.id).ok();
-                self.persist()?;
-                self.reply(&grant.id, "failed", Some("clips_not_supported_yet"), None);
-                self.record(
-                    NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
-                        .request(&grant.id)
-                        .camera(&grant.camera)
-                        .detail(json!({"reason": "clips_not_supported_yet"})),
-                )?;
+                if let Err(reason) = self.queue_clip(&grant) {
+                    warn!(request = %grant.id, reason, "Clip not sent");
+                    self.engine().revoke(&grant.id).ok();
+                    self.persist()?;
+                    self.reply(&grant.id, "failed", Some(reason), None);
+                    self.record(
+                        NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                            .request(&grant.id)
+                            .camera(&grant.camera)
+                            .detail(json!({ "reason": reason })),
+                    )?;
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Queues a granted clip through the outbox: init, one message per stored segment (a
+    /// reference to its file, read at send time), the signed manifest, then `completed`. Every
+    /// message is tied to the grant, so a revoke or pause drops whatever is still queued.
+    fn queue_clip(&self, grant: &consent::Grant) -> Result<(), &'static str> {
+        use sha2::Digest;
+        let Some(up) = &self.uplink else {
+            return Err("not_connected");
+        };
+        let consent::Scope::Clip { from_ms, to_ms } = grant.scope else {
+            return Err("not_a_clip");
+        };
+        let plan = crate::export::plan(&self.store, &grant.camera, from_ms, to_ms)
+            .map_err(|_| "nothing_buffered")?;
+        let init = self
+            .store
+            .read_init(&grant.camera, plan.parts[0].init)
+            .map_err(|_| "store_error")?;
+        let topic = up.topics().clip(&grant.id);
+        let mut hash = sha2::Sha256::new();
+        let mut bytes = init.len() as u64;
+        hash.update(&init);
+        let queue = |r: Record| {
+            up.queue(r.for_grant(&grant.id)).map_err(|e| match e {
+                crate::uplink::UplinkError::TooLarge { .. } => "segment_too_large",
+                _ => "outbox_full",
+            })
+        };
+        queue(Record::inline(
+            topic.clone(),
+            false,
+            framing::encode(framing::Kind::Init, 0, 0, &init),
+        ))?;
+        let mut seq = 1u32;
+        for part in &plan.parts {
+            let path = self.store.segment_file(part);
+            let body = std::fs::read(&path).map_err(|_| "segment_evicted")?;
+            hash.update(&body);
+            bytes += body.len() as u64;
+            queue(Record {
+                topic: topic.clone(),
+                retain: false,
+                payload: Payload::FramedFile {
+                    header: framing::header(framing::Kind::Fragment, seq, part.start_ms.max(0) as u64)
+                        .to_vec(),
+                    path,
+                    offset: 0,
+                    len: body.len() as u64,
+                },
+                grant: None,
+            })?;
+            seq += 1;
+        }
+        let manifest = Manifest {
+            request_id: grant.id.clone(),
+            camera: grant.camera.clone(),
+            from: plan.from_ms,
+            to: plan.to_ms,
+            fragments: plan.parts.len() as u64,
+            bytes,
+            sha256: hex::encode(hash.finalize()),
+        };
+        let body = match &self.box_key {
+            Some(key) => manifest.signed_body(key).map_err(|e| {
+                warn!(error = %e, "Clip manifest not signed");
+                "cannot_sign"
+            })?,
+            None => return Err("cannot_sign"),
+        };
+        queue(Record::inline(
+            topic,
+            false,
+            framing::encode(framing::Kind::End, seq, 0, &body),
+        ))?;
+        let completed = Reply {
+            request_id: grant.id.clone(),
+            status: "completed".into(),
+            reason: None,
+            until: None,
+            ts: now_ms(),
+            seq: self.next_reply_seq(),
+        };
+        queue(Record::inline(
+            up.topics().reply(),
+            false,
+            serde_json::to_vec(&completed).expect("reply serialises"),
+        ))?;
+        let entry = NewEntry::new(now_ms(), AuditKind::ClipSent, Actor::Gateway)
+            .request(&grant.id)
+            .camera(&grant.camera)
+            .detail(json!({"queued": true, "fragments": manifest.fragments, "bytes": manifest.bytes, "sha256": manifest.sha256, "from": manifest.from, "to": manifest.to}));
+        if let Err(e) = self.record(entry) {
+            warn!(error = %e, "Audit of a queued clip failed");
         }
         Ok(())
     }

@@ -1143,6 +1143,12 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Where a segment's file is (for references that are read later, e.g. clip chunks in the
+    /// outbox). The file may be evicted at any time after this returns.
+    pub fn segment_file(&self, meta: &SegmentMeta) -> PathBuf {
+        self.segment_path(meta)
+    }
+
     fn segment_path(&self, meta: &SegmentMeta) -> PathBuf {
         self.segments_dir
             .join(&meta.camera)

@@ -270,6 +270,7 @@ struct Shared {
     outbox: Outbox,
     inbox: inbox::Inbox,
     live_tx: tokio::sync::mpsc::Sender<LiveMessage>,
+    gate: Mutex<Option<Gate>>,
     topics: Topics,
     gateway_id: String,
     broker: String,
@@ -278,7 +279,17 @@ struct Shared {
     notify: tokio::sync::Notify,
 }
 
+/// The send-time consent check for queued messages tied to a grant.
+pub type Gate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 impl Shared {
+    /// Whether the grant a queued message belongs to still stands. Without a gate (sharing not
+    /// wired) nothing tied to a grant is sent: deny by default.
+    fn grant_allows(&self, grant: &str) -> bool {
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        gate.is_some_and(|g| g(grant))
+    }
+
     fn link<R>(&self, f: impl FnOnce(&mut LinkInfo) -> R) -> R {
         // Display data only; a poisoned lock still holds usable figures.
         let mut g = self.link.lock().unwrap_or_else(|p| p.into_inner());
@@ -378,6 +389,12 @@ impl UplinkHandle {
             });
         }
         Ok(())
+    }
+
+    /// Sets the send-time check for queued messages tied to a grant (see [`Record::grant`]).
+    pub fn set_gate(&self, gate: Gate) {
+        *self.shared.gate.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate);
+        self.shared.notify.notify_one();
     }
 
     /// The durable inbox of requests from the center.
@@ -487,6 +504,7 @@ impl Uplink {
             outbox,
             inbox,
             live_tx,
+            gate: Mutex::new(None),
             topics: Topics::new(&settings.topic_root, &gateway_id),
             broker: format!("{}:{}", settings.host, settings.port),
             gateway_id,

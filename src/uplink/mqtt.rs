@@ -202,8 +202,31 @@ impl Uplink {
                     continue;
                 }
             };
+            if let Some(grant) = &record.grant {
+                if !self.shared.grant_allows(grant) {
+                    // Consent checked again at send time: the grant ended, the chunk stays home.
+                    debug!(key, grant, "Queued message of an ended grant dropped");
+                    self.shared.outbox.with_state(|s| s.unsubmit_last());
+                    let _ = self.shared.outbox.discard(key);
+                    continue;
+                }
+            }
             let payload = match record.payload {
                 Payload::Inline(b) => b,
+                Payload::FramedFile {
+                    header,
+                    path,
+                    offset,
+                    len,
+                } => match read_range(&path, offset, len) {
+                    Ok(b) => [header, b].concat(),
+                    Err(e) => {
+                        warn!(key, file = %path.display(), error = %e, "Queued file range unreadable (evicted?); dropped");
+                        self.shared.outbox.with_state(|s| s.unsubmit_last());
+                        let _ = self.shared.outbox.discard(key);
+                        continue;
+                    }
+                },
                 Payload::FileRange { path, offset, len } => match read_range(&path, offset, len) {
                     Ok(b) => b,
                     Err(e) => {

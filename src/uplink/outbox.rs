@@ -9,10 +9,17 @@
 //!   messages in the order they were queued. Value = one [`Record`]:
 //!
 //!   ```text
-//!   version u8 (=1) · flags u8 (bit 0 = retain) · kind u8 · topic_len u16 BE · topic (UTF-8) · body
+//!   version u8 (=1) · flags u8 (bit 0 = retain, bit 1 = grant) · kind u8 · topic_len u16 BE
+//!     · topic (UTF-8) · [grant_len u8 · grant (UTF-8), when bit 1] · body
 //!   kind 1 Inline:     body = the MQTT payload
 //!   kind 2 FileRange:  body = offset u64 BE · len u64 BE · path (UTF-8, to the end)
+//!   kind 3 FramedFile: body = header_len u16 BE · header · offset u64 BE · len u64 BE · path
 //!   ```
+//!
+//!   `grant` names the consent grant a message belongs to (clip chunks): before sending such a
+//!   message the worker asks the gate ([`super::UplinkHandle::set_gate`]) whether the grant
+//!   still stands, and drops it if not — consent is checked again at send time, so a revoke
+//!   or pause drops what is still queued.
 //!
 //!   `FileRange` is how large items (clip chunks, later) are queued: a reference to bytes in a
 //!   segment file, read at send time, never a copy in sled (sled measured 3.2x write
@@ -91,6 +98,18 @@ pub enum Payload {
         /// Number of bytes.
         len: u64,
     },
+    /// A small header (a PLM1 frame header) followed by a byte range of a file: a clip
+    /// fragment, framed without copying the segment into sled.
+    FramedFile {
+        /// Bytes sent before the file's.
+        header: Vec<u8>,
+        /// The file.
+        path: PathBuf,
+        /// First byte.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
 }
 
 impl Payload {
@@ -99,6 +118,7 @@ impl Payload {
         match self {
             Payload::Inline(b) => b.len() as u64,
             Payload::FileRange { len, .. } => *len,
+            Payload::FramedFile { header, len, .. } => header.len() as u64 + *len,
         }
     }
 
@@ -117,6 +137,8 @@ pub struct Record {
     pub retain: bool,
     /// The payload.
     pub payload: Payload,
+    /// The consent grant this message belongs to, checked again just before sending.
+    pub grant: Option<String>,
 }
 
 impl Record {
@@ -126,7 +148,14 @@ impl Record {
             topic: topic.into(),
             retain,
             payload: Payload::Inline(payload),
+            grant: None,
         }
+    }
+
+    /// The same record, tied to a consent grant.
+    pub fn for_grant(mut self, grant: impl Into<String>) -> Record {
+        self.grant = Some(grant.into());
+        self
     }
 
     /// The stored form (see the module doc).
@@ -134,16 +163,35 @@ impl Record {
         let topic = self.topic.as_bytes();
         let mut out = Vec::with_capacity(5 + topic.len() + 32);
         out.push(RECORD_VERSION);
-        out.push(u8::from(self.retain));
+        // Grant ids are request ids, at most 64 bytes.
+        let grant = self.grant.as_deref().filter(|g| g.len() <= 255);
+        out.push(u8::from(self.retain) | (u8::from(grant.is_some()) << 1));
         match &self.payload {
             Payload::Inline(_) => out.push(1),
             Payload::FileRange { .. } => out.push(2),
+            Payload::FramedFile { .. } => out.push(3),
         }
         out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
         out.extend_from_slice(topic);
+        if let Some(g) = grant {
+            out.push(g.len() as u8);
+            out.extend_from_slice(g.as_bytes());
+        }
         match &self.payload {
             Payload::Inline(b) => out.extend_from_slice(b),
             Payload::FileRange { path, offset, len } => {
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(path.as_os_str().as_encoded_bytes());
+            }
+            Payload::FramedFile {
+                header,
+                path,
+                offset,
+                len,
+            } => {
+                out.extend_from_slice(&(header.len() as u16).to_be_bytes());
+                out.extend_from_slice(header);
                 out.extend_from_slice(&offset.to_be_bytes());
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(path.as_os_str().as_encoded_bytes());
@@ -162,7 +210,15 @@ impl Record {
         let (&kind, rest) = rest.split_first()?;
         let tlen = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
         let topic = std::str::from_utf8(rest.get(2..2 + tlen)?).ok()?.to_owned();
-        let body = &rest[2 + tlen..];
+        let mut body = rest.get(2 + tlen..)?;
+        let grant = if flags & 2 != 0 {
+            let (&glen, r) = body.split_first()?;
+            let g = std::str::from_utf8(r.get(..glen as usize)?).ok()?.to_owned();
+            body = &r[glen as usize..];
+            Some(g)
+        } else {
+            None
+        };
         let payload = match kind {
             1 => Payload::Inline(body.to_vec()),
             2 => {
@@ -171,12 +227,27 @@ impl Record {
                 let path = PathBuf::from(std::str::from_utf8(&body[16..]).ok()?);
                 Payload::FileRange { path, offset, len }
             }
+            3 => {
+                let hlen = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+                let header = body.get(2..2 + hlen)?.to_vec();
+                let rest = body.get(2 + hlen..)?;
+                let offset = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+                let len = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+                let path = PathBuf::from(std::str::from_utf8(&rest[16..]).ok()?);
+                Payload::FramedFile {
+                    header,
+                    path,
+                    offset,
+                    len,
+                }
+            }
             _ => return None,
         };
         Some(Record {
             topic,
             retain: flags & 1 != 0,
             payload,
+            grant,
         })
     }
 }
@@ -756,9 +827,10 @@ mod tests {
     }
 
     #[test]
-    fn record_round_trips_both_payload_kinds() {
+    fn record_round_trips_every_payload_kind_with_and_without_grant() {
         for r in [
             Record::inline("porchlight/v1/gw/a/event", false, b"{\"seq\":1}".to_vec()),
+            Record::inline("porchlight/v1/gw/a/clip/r1", false, b"PLM1...".to_vec()).for_grant("r1"),
             Record {
                 topic: "t/clip/x".into(),
                 retain: true,
@@ -767,6 +839,18 @@ mod tests {
                     offset: 7,
                     len: 262_144,
                 },
+                grant: None,
+            },
+            Record {
+                topic: "t/clip/y".into(),
+                retain: false,
+                payload: Payload::FramedFile {
+                    header: b"PLM1\x02\0\0\0\x01\0\0\0\0\0\0\0\x09".to_vec(),
+                    path: "/var/lib/porchlight/segments/c/3_4.m4s".into(),
+                    offset: 0,
+                    len: 1_000_000,
+                },
+                grant: Some("req-7".into()),
             },
         ] {
             assert_eq!(Record::decode(&r.encode()), Some(r));
