@@ -379,10 +379,21 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
 #[test]
 fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
     let r = rig();
-    r.cli(&["consent", "set", "front", "--clips", "always", "--max-clip-window", "1h"]);
-    let c = r.daemon.wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
-        c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0) >= 4_000
-    });
+    r.cli(&[
+        "consent",
+        "set",
+        "front",
+        "--clips",
+        "always",
+        "--max-clip-window",
+        "1h",
+    ]);
+    let c = r
+        .daemon
+        .wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
+            c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0)
+                >= 4_000
+        });
     let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
     let mut req = claims("clip-1", RequestKind::Clip);
     req.duration_s = None;
@@ -392,14 +403,16 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
     r.reply("clip-1", "granted");
     r.reply("clip-1", "completed");
     let topic = "porchlight/v1/gw/gw-1/clip/clip-1";
-    let msgs = r.clips.wait(Duration::from_secs(20), "the clip's end message", |m| {
-        m.iter().filter(|m| m.topic == topic).any(|m| {
-            hex::decode(m.payload.trim())
-                .ok()
-                .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
-                .unwrap_or(false)
-        })
-    });
+    let msgs = r
+        .clips
+        .wait(Duration::from_secs(20), "the clip's end message", |m| {
+            m.iter().filter(|m| m.topic == topic).any(|m| {
+                hex::decode(m.payload.trim())
+                    .ok()
+                    .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
+                    .unwrap_or(false)
+            })
+        });
     let payloads: Vec<Vec<u8>> = msgs
         .iter()
         .filter(|m| m.topic == topic)
@@ -415,7 +428,11 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
         .unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
     use sha2::Digest;
-    assert_eq!(manifest["sha256"], hex::encode(sha2::Sha256::digest(&body)), "{manifest}");
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(sha2::Sha256::digest(&body)),
+        "{manifest}"
+    );
     assert_eq!(manifest["bytes"], body.len());
     assert_eq!(manifest["fragments"], fragments);
     assert_eq!(manifest["alg"], "ES256");
@@ -433,11 +450,17 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
     let sig = signed["signature"].as_str().unwrap().to_owned();
     signed.as_object_mut().unwrap().remove("signature");
     signed.as_object_mut().unwrap().remove("alg");
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&signed).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&signed).unwrap(),
+    )
+    .unwrap();
     use base64::Engine as _;
     std::fs::write(
         dir.join("manifest.sig"),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).unwrap(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .unwrap(),
     )
     .unwrap();
     let pubkey = std::process::Command::new("openssl")
@@ -457,5 +480,8 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
     assert!(verify.status.success(), "{verify:?}");
 
     let audit = r.cli(&["audit", "list", "--request", "clip-1", "--json"]);
-    assert!(audit.contains("clip_sent") && audit.contains(manifest["sha256"].as_str().unwrap()), "{audit}");
+    assert!(
+        audit.contains("clip_sent") && audit.contains(manifest["sha256"].as_str().unwrap()),
+        "{audit}"
+    );
 }

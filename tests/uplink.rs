@@ -540,3 +540,53 @@ fn requests_are_durable_before_their_puback_and_live_goes_out_at_qos_0() {
     assert_eq!(payload, b"req-two");
     gw.stop();
 }
+
+#[test]
+fn queued_messages_of_an_ended_grant_never_leave_the_box() {
+    let broker = Broker::start();
+    let id = broker.identity("gw-1");
+    let center = broker.subscribe(Some(&broker.center), "porchlight/v1/gw/gw-1/clip/+", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (uplink, handle) = Uplink::open(settings(&broker, &id), &db, Arc::new(NoHealth)).unwrap();
+    // Queued before the link is up: two chunks of a grant that is revoked meanwhile, one of
+    // a grant that stands, and one untied message.
+    let topics = handle.topics().clone();
+    for (grant, body) in [("revoked", "r-1"), ("standing", "s-1"), ("revoked", "r-2")] {
+        handle
+            .queue(
+                Record::inline(topics.clip(grant), false, body.as_bytes().to_vec())
+                    .for_grant(grant),
+            )
+            .unwrap();
+    }
+    handle
+        .queue(Record::inline(
+            topics.clip("untied"),
+            false,
+            b"u-1".to_vec(),
+        ))
+        .unwrap();
+    handle.set_gate(Arc::new(|g: &str| g == "standing"));
+    let (trigger, shutdown) = Shutdown::new();
+    let task = rt.spawn(uplink.run(shutdown));
+    let msgs = center.wait(
+        Duration::from_secs(15),
+        "the standing and untied messages",
+        |m| m.iter().any(|m| m.payload == "s-1") && m.iter().any(|m| m.payload == "u-1"),
+    );
+    assert!(
+        !msgs.iter().any(|m| m.payload.starts_with("r-")),
+        "a chunk of a revoked grant was sent: {msgs:?}"
+    );
+    let st = handle.status();
+    assert_eq!(st.outbox_messages, 0, "dropped, not kept: {st:#?}");
+    trigger.trigger();
+    rt.block_on(task).unwrap();
+}

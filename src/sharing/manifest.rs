@@ -83,8 +83,8 @@ pub fn sign(key_file: &Path, msg: &[u8]) -> Result<(&'static str, Vec<u8>), Sign
         path: key_file.display().to_string(),
         reason: e.to_string(),
     })?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|_| SignError::Unsupported)?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| SignError::Unsupported)?;
     let schemes = [
         (SignatureScheme::ECDSA_NISTP256_SHA256, "ES256"),
         (SignatureScheme::ED25519, "EdDSA"),
@@ -92,7 +92,9 @@ pub fn sign(key_file: &Path, msg: &[u8]) -> Result<(&'static str, Vec<u8>), Sign
     ];
     for (scheme, alg) in schemes {
         if let Some(signer) = signing.choose_scheme(&[scheme]) {
-            let sig = signer.sign(msg).map_err(|e| SignError::Sign(e.to_string()))?;
+            let sig = signer
+                .sign(msg)
+                .map_err(|e| SignError::Sign(e.to_string()))?;
             return Ok((alg, sig));
         }
     }
@@ -128,7 +130,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
         let ok = std::process::Command::new("openssl")
-            .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
             .arg(&key)
             .status()
             .expect("openssl is installed (apt-get install openssl)");
@@ -171,6 +180,10 @@ mod tests {
             .arg(&msg)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::live::{self, EndReason as LiveEnd};
+use super::manifest::Manifest;
 use super::request::{ReplayGuard, RequestBody, RequestVerifier};
 use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
 use crate::consent::{
@@ -36,9 +37,8 @@ use crate::ingest::now_ms;
 use crate::store::Store;
 use crate::uplink::framing;
 use crate::uplink::outbox::{Payload, Record};
-use super::manifest::Manifest;
-use std::path::PathBuf;
 use crate::uplink::UplinkHandle;
+use std::path::PathBuf;
 
 /// Why a resident action or a request could not be handled.
 #[derive(Debug, thiserror::Error)]
@@ -439,8 +439,12 @@ impl Sharing {
                 topic: topic.clone(),
                 retain: false,
                 payload: Payload::FramedFile {
-                    header: framing::header(framing::Kind::Fragment, seq, part.start_ms.max(0) as u64)
-                        .to_vec(),
+                    header: framing::header(
+                        framing::Kind::Fragment,
+                        seq,
+                        part.start_ms.max(0) as u64,
+                    )
+                    .to_vec(),
                     path,
                     offset: 0,
                     len: body.len() as u64,

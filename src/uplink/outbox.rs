@@ -213,7 +213,9 @@ impl Record {
         let mut body = rest.get(2 + tlen..)?;
         let grant = if flags & 2 != 0 {
             let (&glen, r) = body.split_first()?;
-            let g = std::str::from_utf8(r.get(..glen as usize)?).ok()?.to_owned();
+            let g = std::str::from_utf8(r.get(..glen as usize)?)
+                .ok()?
+                .to_owned();
             body = &r[glen as usize..];
             Some(g)
         } else {
@@ -830,7 +832,8 @@ mod tests {
     fn record_round_trips_every_payload_kind_with_and_without_grant() {
         for r in [
             Record::inline("porchlight/v1/gw/a/event", false, b"{\"seq\":1}".to_vec()),
-            Record::inline("porchlight/v1/gw/a/clip/r1", false, b"PLM1...".to_vec()).for_grant("r1"),
+            Record::inline("porchlight/v1/gw/a/clip/r1", false, b"PLM1...".to_vec())
+                .for_grant("r1"),
             Record {
                 topic: "t/clip/x".into(),
                 retain: true,
