@@ -6,7 +6,7 @@
 //! so a restart keeps the resident's rules and running grants. Every step is appended to the
 //! audit chain, and each appended entry is queued to `{root}/gw/{gw}/audit` (QoS 1, outbox).
 //!
-//! Flow of a request: the uplink's durable inbox hands over the raw JWS → [`request`] verifies it
+//! Flow of a request: the uplink's durable inbox hands over the raw JWS → [`super::request`] verifies it
 //! (signature, gateway, time, replay, camera, fields) → anything invalid gets a `rejected` reply
 //! and a `request_rejected` entry → a valid one goes to the engine → `granted`, `pending` or
 //! `denied` reply and a `decision` entry → a live grant starts a feed ([`super::live`]) that asks

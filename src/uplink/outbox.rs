@@ -17,7 +17,7 @@
 //!   ```
 //!
 //!   `grant` names the consent grant a message belongs to (clip chunks): before sending such a
-//!   message the worker asks the gate ([`super::UplinkHandle::set_gate`]) whether the grant
+//!   message the worker asks the gate ([`crate::uplink::UplinkHandle::set_gate`]) whether the grant
 //!   still stands, and drops it if not — consent is checked again at send time, so a revoke
 //!   or pause drops what is still queued.
 //!
