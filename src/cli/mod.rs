@@ -10,6 +10,7 @@ pub mod consent;
 pub mod export;
 pub mod requests;
 pub mod run;
+pub mod selftest;
 pub mod status;
 pub mod uplink;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Resume,
     /// The audit log: who saw what, when (list, verify, export).
     Audit(audit::Args),
+    /// Check this build on this machine (store, TLS, Ed25519, SHA-256) and print OK.
+    Selftest(selftest::Args),
 }
 
 /// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause => requests::switch(config, true),
         Command::Resume => requests::switch(config, false),
         Command::Audit(args) => audit::run(config, args),
+        Command::Selftest(args) => selftest::run(args),
     }
 }
 

@@ -46,6 +46,22 @@ impl DurationFiller {
         Some(prev)
     }
 
+    /// A duration to use for a frame of `track` before the next one has arrived: the last
+    /// measured one, or a guess (15 fps video, 1024-sample AAC frames). The live path uses it
+    /// so a frame goes out on arrival instead of a frame interval later; the stored segments
+    /// get the measured durations.
+    pub fn estimate(&self, track: TrackKind, timescale: u32) -> u32 {
+        let t = match track {
+            TrackKind::Video => &self.video,
+            TrackKind::Audio => &self.audio,
+        };
+        match (t.last_duration, track) {
+            (0, TrackKind::Video) => (timescale / 15).max(1),
+            (0, TrackKind::Audio) => 1024,
+            (d, _) => d,
+        }
+    }
+
     /// At the end of a session: the held-back frames, with the last known durations.
     pub fn finish(&mut self) -> Vec<Frame> {
         let mut out = Vec::new();
@@ -83,9 +99,17 @@ mod tests {
         assert_eq!((v.dts, v.duration), (0, 3000));
         let a = d.push(f(TrackKind::Audio, 1024), 48_000).unwrap();
         assert_eq!((a.dts, a.duration), (0, 1024));
+        assert_eq!(d.estimate(TrackKind::Video, 90_000), 3000);
         let rest = d.finish();
         assert_eq!(rest.len(), 2);
         assert_eq!(rest[0].duration, 3000);
+    }
+
+    #[test]
+    fn estimates_before_any_measurement_are_plausible_guesses() {
+        let d = DurationFiller::default();
+        assert_eq!(d.estimate(TrackKind::Video, 90_000), 6000);
+        assert_eq!(d.estimate(TrackKind::Audio, 16_000), 1024);
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub async fn run_once(
                         debug!(camera = %spec.id, %codec, width, height, "New stream parameters");
                         // Frames held back belong to the old parameters.
                         for f in filler.finish() {
-                            deliver(f, live, writer);
+                            writer.frame(Arc::new(f));
                         }
                         live.params(new.clone());
                         writer.params(new.clone());
@@ -178,9 +178,7 @@ pub async fn run_once(
                     is_key,
                     data: frame.into_data().into(),
                 };
-                if let Some(done) = filler.push(f, clock as u32) {
-                    deliver(done, live, writer);
-                }
+                deliver(f, &mut filler, clock as u32, live, writer);
             }
             CodecItem::AudioFrame(frame) if Some(frame.stream_id()) == audio_i => {
                 health.lost(frame.loss());
@@ -201,25 +199,34 @@ pub async fn run_once(
                     is_key: true,
                     data: bytes::Bytes::copy_from_slice(frame.data()),
                 };
-                if let Some(done) = filler.push(f, clock as u32) {
-                    deliver(done, live, writer);
-                }
+                deliver(f, &mut filler, clock as u32, live, writer);
             }
             _ => {}
         }
     };
     for f in filler.finish() {
-        deliver(f, live, writer);
+        writer.frame(Arc::new(f));
     }
     // Close the open segment: it ends here whether we stop, reconnect or fail.
     writer.end_of_session();
     result
 }
 
-fn deliver(frame: Frame, live: &LiveFeed, writer: &SegmentWriter) {
-    let frame = Arc::new(frame);
-    live.frame(frame.clone());
-    writer.frame(frame);
+/// The live path gets the frame at once with an estimated duration (latency: no frame is held
+/// back); the store gets it once the next frame has measured its duration.
+fn deliver(
+    frame: Frame,
+    filler: &mut DurationFiller,
+    timescale: u32,
+    live: &LiveFeed,
+    writer: &SegmentWriter,
+) {
+    let mut now = frame.clone();
+    now.duration = filler.estimate(frame.track, timescale);
+    live.frame(Arc::new(now));
+    if let Some(done) = filler.push(frame, timescale) {
+        writer.frame(Arc::new(done));
+    }
 }
 
 fn audio_track_info(stream: &retina::client::Stream) -> Option<TrackInfo> {
