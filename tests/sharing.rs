@@ -354,6 +354,14 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
     ));
     r.send(&claims("never-1", RequestKind::Live)); // replayed jti
     r.send_raw("not.a-jws");
+    // Over 8 KiB: refused before parsing.
+    r.send_raw(&"A".repeat(9_000));
+    // A correct signature over a body that is not the claims.
+    r.send_raw(&porchlight::sharing::request::sign_raw(
+        br#"{"alg":"EdDSA"}"#,
+        br#"{"jti":"bad-json","kind":"live","#,
+        &r.key,
+    ));
     for (id, reason) in [
         ("bad-gw", "wrong_gateway"),
         ("bad-exp", "expired"),
@@ -365,12 +373,22 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
         assert_eq!(v["reason"], reason, "{v}");
     }
     r.replies
-        .wait(Duration::from_secs(10), "malformed rejected", |m| {
+        .wait(Duration::from_secs(10), "too_large rejected", |m| {
             m.iter()
-                .any(|m| m.payload.contains("\"rejected\"") && m.payload.contains("malformed"))
+                .any(|m| m.payload.contains("\"rejected\"") && m.payload.contains("too_large"))
         });
+    r.replies.wait(
+        Duration::from_secs(10),
+        "both malformed ones rejected",
+        |m| {
+            m.iter()
+                .filter(|m| m.payload.contains("\"rejected\"") && m.payload.contains("malformed"))
+                .count()
+                >= 2
+        },
+    );
     let audit = r.cli(&["audit", "list", "--limit", "100", "--json"]);
-    assert!(audit.matches("request_rejected").count() >= 6, "{audit}");
+    assert!(audit.matches("request_rejected").count() >= 8, "{audit}");
     assert!(r.live_messages("never-1").is_empty());
     // The box stays up and its chain intact.
     assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
