@@ -13,6 +13,8 @@
 //! - [`config`]: the TOML configuration, validated in one pass that reports every problem.
 //! - [`consent`]: the consent engine, pure: per-camera rules, decisions, grants and the
 //!   send-time check for every fragment that leaves the box.
+//! - [`discovery`]: finding cameras on the LAN (ONVIF WS-Discovery, mDNS) and their RTSP URLs
+//!   (ONVIF media); hostile-input-safe parsers, results never leave the house.
 //! - [`ingest`]: one worker per camera (retina RTSP session, read timeout, capped jittered
 //!   backoff forever), camera health, and the live broadcast.
 //! - [`media`]: pure fMP4 writing, GOP segmentation and MP4 export; no I/O.
@@ -40,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod daemon;
+pub mod discovery;
 pub mod export;
 pub mod ingest;
 pub mod media;

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cameras;
 pub mod client;
 pub mod consent;
+pub mod discover;
 pub mod export;
 pub mod requests;
 pub mod run;
@@ -65,6 +66,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Check this build on this machine (store, TLS, Ed25519, SHA-256) and print OK.
     Selftest(selftest::Args),
+    /// Find cameras on the network (ONVIF, mDNS); `--probe ID` prints one's `[[cameras]]` entry.
+    Discover(discover::Args),
 }
 
 /// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
@@ -101,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause => requests::switch(config, true),
         Command::Resume => requests::switch(config, false),
         Command::Audit(args) => audit::run(config, args),
+        Command::Discover(args) => discover::run(config, args),
         Command::Selftest(args) => selftest::run(args),
     }
 }

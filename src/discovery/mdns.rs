@@ -497,7 +497,8 @@ mod tests {
             let len = rng.usize(0..200);
             let mut b: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
             if b.len() > 12 && rng.bool() {
-                b[..r.len().min(b.len())].copy_from_slice(&r[..r.len().min(b.len())]);
+                let n = r.len().min(b.len());
+                b[..n].copy_from_slice(&r[..n]);
                 let i = rng.usize(0..b.len());
                 b[i] = rng.u8(..);
             }

@@ -511,7 +511,12 @@ pub fn same_host(url: &Url, approved: IpAddr) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(a)) => IpAddr::V4(a) == approved,
         Some(url::Host::Ipv6(a)) => IpAddr::V6(a) == approved,
-        _ => false,
+        // `rtsp:` is not a "special" scheme to the URL standard, so its IPv4 hosts come back as
+        // opaque names: accept exactly a dotted-quad literal, nothing that merely starts like one.
+        Some(url::Host::Domain(d)) => d
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| IpAddr::V4(a) == approved),
+        None => false,
     }
 }
 
@@ -942,7 +947,7 @@ mod tests {
         let nonce: Vec<u8> = (0u8..16).collect();
         let t = UsernameToken::new("admin", &Secret::new("pass"), &nonce, "2026-11-26T10:00:00Z");
         assert_eq!(t.nonce_b64, "AAECAwQFBgcICQoLDA0ODw==");
-        assert_eq!(t.digest, "K3sKDGdmK/FBNnqPqbUAcWCnr7k=");
+        assert_eq!(t.digest, "P++aT3T8cJa2VxKEXyebECSzBnE=");
         let env = Op::GetProfiles.envelope(Some(&t));
         assert!(!env.contains("pass<") && !env.contains(">pass"));
         let doc = Doc::parse(env.as_bytes(), Limits::HTTP).unwrap();

@@ -597,7 +597,8 @@ mod tests {
         c.add_datagram(&data("probematch_dahua.xml"), "192.0.2.65".parse().unwrap());
         let d = c.into_devices();
         assert_eq!(d.len(), 2);
-        assert_eq!(d[1].address, ip);
+        let hik = d.iter().find(|d| d.endpoint.starts_with("urn:uuid:5457")).unwrap();
+        assert_eq!(hik.address, ip);
     }
 
     #[test]

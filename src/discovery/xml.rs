@@ -155,7 +155,9 @@ impl Doc {
                     continue;
                 }
                 Event::Text(t) => {
-                    let Some(&cur) = stack.last() else { continue };
+                    let Some(&cur) = stack.last() else {
+                        return Err(malformed(pos, "text outside the root element"));
+                    };
                     let s = t.unescape().map_err(|e| malformed(pos, e))?;
                     push_text(&mut nodes[cur], &s, limits)?;
                     resolve_qnames(&reader, &mut nodes[cur], &s);
