@@ -690,7 +690,7 @@ fn receive_checks_a_clip_manifest_right_and_wrong() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("manifest: bytes match, fragments match, request_id match, seqs complete, signature present (not verified)"),
+        stdout.contains("manifest: bytes match, fragments match, request_id match, seqs complete, signature present (not verified: give --box-cert)"),
         "{stdout}"
     );
     assert!(std::fs::read(&ok_out).unwrap() == whole);

@@ -497,6 +497,51 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
         .unwrap();
     assert!(verify.status.success(), "{verify:?}");
 
+    // The reference center receives a second clip itself and verifies the signature.
+    let out_mp4 = dir.join("center.mp4");
+    let center = std::process::Command::new(env!("CARGO_BIN_EXE_porchlight-center"))
+        .arg("--broker")
+        .arg(r.broker.url())
+        .arg("--ca")
+        .arg(&r.broker.ca.pem_file)
+        .arg("--cert")
+        .arg(&r.broker.center.cert)
+        .arg("--key")
+        .arg(&r.broker.center.key)
+        .args([
+            "receive",
+            "--gw",
+            "gw-1",
+            "--request",
+            "clip-2",
+            "--timeout",
+            "20s",
+            "-o",
+        ])
+        .arg(&out_mp4)
+        .arg("--box-cert")
+        .arg(&r.gw_cert)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut req2 = req.clone();
+    req2.jti = "clip-2".into();
+    r.send(&req2);
+    let out = center.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("sha256: match") && text.contains("signature VALID"),
+        "{text}"
+    );
+    support::ffprobe::decode_ok(&out_mp4);
+
     let audit = r.cli(&["audit", "list", "--request", "clip-1", "--json"]);
     assert!(
         audit.contains("clip_sent") && audit.contains(manifest["sha256"].as_str().unwrap()),

@@ -228,7 +228,10 @@ fn daemon_status_heartbeat_events_and_last_will_on_kill_9() {
             // The audit anchor: the chain starts with its log_started entry.
             assert!(v["audit"]["seq"].as_u64() >= Some(1), "{v}");
             let hash = v["audit"]["hash"].as_str().unwrap_or_default();
-            assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{v}");
+            assert!(
+                hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{v}"
+            );
             assert_eq!(v["paused"], false);
             assert_eq!(v["grants_active"], 0);
         }

@@ -57,6 +57,10 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The box's certificate (PEM, as the center issued it): verify the clip manifest's
+    /// signature with it (chain of custody). A clip whose signature does not verify fails.
+    #[arg(long)]
+    pub box_cert: Option<PathBuf>,
 }
 
 /// The end message, as received.
@@ -236,8 +240,10 @@ pub struct ManifestCheck {
     pub request_id_match: bool,
     /// No `seq` is missing.
     pub complete: bool,
-    /// A `signature` is present (not verified: see docs/center.md).
+    /// A `signature` is present.
     pub signature_present: bool,
+    /// The signature verified with the box's certificate (`None`: no certificate given).
+    pub signature_valid: Option<bool>,
 }
 
 impl ManifestCheck {
@@ -248,6 +254,7 @@ impl ManifestCheck {
             && self.fragments_match
             && self.request_id_match
             && self.complete
+            && self.signature_valid != Some(false)
     }
 }
 
@@ -264,6 +271,7 @@ pub fn check_manifest(m: &Manifest, r: &Reassembler, request_id: &str) -> Manife
         request_id_match: m.request_id == request_id,
         complete: c.missing.is_empty(),
         signature_present: m.signature.is_some(),
+        signature_valid: None,
     }
 }
 
@@ -393,10 +401,18 @@ pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
         (Some(Stream::Clip), Some(e)) => Some(serde_json::from_slice::<Manifest>(&e.body)),
         _ => None,
     };
-    let check = match &manifest {
+    let mut check = match &manifest {
         Some(Ok(m)) => Some(check_manifest(m, &r, &args.request)),
         _ => None,
     };
+    if let (Some(k), Some(cert), Some(Ok(body))) = (&mut check, &args.box_cert, &end_json) {
+        let pem = std::fs::read(cert).map_err(|source| CenterError::File {
+            what: "box certificate",
+            path: cert.clone(),
+            source,
+        })?;
+        k.signature_valid = Some(crate::sharing::manifest::verify_body(body, &pem).is_ok());
+    }
     let c = r.counts();
     if args.json {
         let summary = Summary {
@@ -442,10 +458,11 @@ pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
                 word(k.fragments_match),
                 word(k.request_id_match),
                 if k.complete { "complete" } else { "MISSING" },
-                if k.signature_present {
-                    "present (not verified)"
-                } else {
-                    "absent"
+                match (k.signature_valid, k.signature_present) {
+                    (Some(true), _) => "VALID (box certificate)",
+                    (Some(false), _) => "INVALID",
+                    (None, true) => "present (not verified: give --box-cert)",
+                    (None, false) => "absent",
                 },
             );
         }

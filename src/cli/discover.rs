@@ -116,7 +116,11 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             make,
             c.address.to_string(),
             if c.onvif { "yes" } else { "no" },
-            if added.contains(&c.address) { "yes" } else { "no" }
+            if added.contains(&c.address) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
     println!("\nadd one: porchlight discover --probe ID --username USER --password-file FILE");
@@ -177,7 +181,8 @@ fn probe(cams: &[DiscoveredCamera], id: &str, args: &Args) -> anyhow::Result<Exi
         .xaddrs
         .iter()
         .filter(|x| {
-            url::Url::parse(x).is_ok_and(|u| u.scheme() == "http" && onvif::same_host(&u, cam.address))
+            url::Url::parse(x)
+                .is_ok_and(|u| u.scheme() == "http" && onvif::same_host(&u, cam.address))
         })
         .cloned()
         .collect();
@@ -205,8 +210,10 @@ fn probe(cams: &[DiscoveredCamera], id: &str, args: &Args) -> anyhow::Result<Exi
             Err(e) => last = Some(e),
         }
     }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no device address")))
-        .with_context(|| format!("ONVIF probe of camera {id} at {}", cam.address))
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no device address")))
+    .with_context(|| format!("ONVIF probe of camera {id} at {}", cam.address))
 }
 
 fn print_entry(cam: &DiscoveredCamera, r: &onvif::DeviceReport, username: &str, pw: &Path) {
@@ -215,9 +222,17 @@ fn print_entry(cam: &DiscoveredCamera, r: &onvif::DeviceReport, username: &str, 
         .flatten()
         .collect::<Vec<_>>()
         .join(" ");
-    println!("# {} ({make}) at {}, discovery id {}", cam.name.as_deref().unwrap_or("camera"), cam.address, cam.id);
+    println!(
+        "# {} ({make}) at {}, discovery id {}",
+        cam.name.as_deref().unwrap_or("camera"),
+        cam.address,
+        cam.id
+    );
     if r.clock_offset_s.abs() > 60 {
-        println!("# note: the camera's clock is {} s off; set it to NTP", r.clock_offset_s);
+        println!(
+            "# note: the camera's clock is {} s off; set it to NTP",
+            r.clock_offset_s
+        );
     }
     for s in &r.streams {
         println!(
@@ -268,9 +283,14 @@ mod tests {
     #[test]
     fn suggested_ids_are_valid_config_ids() {
         assert_eq!(suggest_id(&cam(Some("Front Door"))), "front-door");
-        assert_eq!(suggest_id(&cam(Some("AXIS M3106-L Mk II"))), "axis-m3106-l-mk-ii");
+        assert_eq!(
+            suggest_id(&cam(Some("AXIS M3106-L Mk II"))),
+            "axis-m3106-l-mk-ii"
+        );
         assert_eq!(suggest_id(&cam(Some("日本"))), "cam-abcdef012345");
         assert_eq!(suggest_id(&cam(None)), "camera");
-        assert!(crate::config::valid_camera_id(&suggest_id(&cam(Some(&"x".repeat(80))))));
+        assert!(crate::config::valid_camera_id(&suggest_id(&cam(Some(
+            &"x".repeat(80)
+        )))));
     }
 }

@@ -25,7 +25,11 @@ pub const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 /// The mDNS port.
 pub const PORT: u16 = 5353;
 /// Service types browsed for.
-pub const SERVICE_TYPES: [&str; 3] = ["_rtsp._tcp.local", "_onvif._tcp.local", "_axis-video._tcp.local"];
+pub const SERVICE_TYPES: [&str; 3] = [
+    "_rtsp._tcp.local",
+    "_onvif._tcp.local",
+    "_axis-video._tcp.local",
+];
 
 const TYPE_A: u16 = 1;
 const TYPE_PTR: u16 = 12;
@@ -310,7 +314,11 @@ impl Collector {
             };
             for r in &pkt.records {
                 match r {
-                    Record::Srv { name, target: h, port } if eq_name(name, target) => {
+                    Record::Srv {
+                        name,
+                        target: h,
+                        port,
+                    } if eq_name(name, target) => {
                         svc.host = Some(super::xml::cap(h, 255).into_owned());
                         svc.port = *port;
                     }
@@ -429,7 +437,7 @@ mod tests {
         let host_off = b.len();
         b.extend_from_slice(host);
         b.push((svc_off + 11) as u8); // -> "local"
-        // TXT
+                                      // TXT
         b.extend_from_slice(&[0xc0, inst_off as u8, 0, 16, 0x80, 1, 0, 0, 0x11, 0x94]);
         let txt = b"\x0cpath=/live/1\x06vendor";
         b.extend_from_slice(&(txt.len() as u16).to_be_bytes());
@@ -476,7 +484,11 @@ mod tests {
     fn other_ids_and_queries_are_ignored() {
         let mut c = Collector::default();
         c.add_packet(&response(9), "192.0.2.99".parse().unwrap(), 10);
-        c.add_packet(&build_query(9, &SERVICE_TYPES), "192.0.2.99".parse().unwrap(), 9);
+        c.add_packet(
+            &build_query(9, &SERVICE_TYPES),
+            "192.0.2.99".parse().unwrap(),
+            9,
+        );
         assert!(c.into_services().is_empty());
     }
 

@@ -156,20 +156,22 @@ pub fn short_id(key: &str) -> String {
 pub fn merge(wsd: Vec<wsd::WsdDevice>, mdns: Vec<mdns::MdnsService>) -> Vec<DiscoveredCamera> {
     let mut by_addr: BTreeMap<IpAddr, DiscoveredCamera> = BTreeMap::new();
     for d in wsd {
-        let cam = by_addr.entry(d.address).or_insert_with(|| DiscoveredCamera {
-            id: short_id(&d.endpoint),
-            name: d.scopes.name.clone(),
-            manufacturer: d.scopes.manufacturer.clone(),
-            model: d.scopes.hardware.clone(),
-            location: d.scopes.location.clone(),
-            address: d.address,
-            xaddrs: Vec::new(),
-            onvif: true,
-            rtsp_port: None,
-            rtsp_path: None,
-            sources: vec![Source::WsDiscovery],
-            key: d.endpoint.clone(),
-        });
+        let cam = by_addr
+            .entry(d.address)
+            .or_insert_with(|| DiscoveredCamera {
+                id: short_id(&d.endpoint),
+                name: d.scopes.name.clone(),
+                manufacturer: d.scopes.manufacturer.clone(),
+                model: d.scopes.hardware.clone(),
+                location: d.scopes.location.clone(),
+                address: d.address,
+                xaddrs: Vec::new(),
+                onvif: true,
+                rtsp_port: None,
+                rtsp_path: None,
+                sources: vec![Source::WsDiscovery],
+                key: d.endpoint.clone(),
+            });
         // A second endpoint at the same address (an NVR's channels): keep the first identity,
         // add its XAddrs.
         for x in d.xaddrs {
@@ -186,20 +188,22 @@ pub fn merge(wsd: Vec<wsd::WsdDevice>, mdns: Vec<mdns::MdnsService>) -> Vec<Disc
                 .find(|(k, v)| keys.iter().any(|w| k.eq_ignore_ascii_case(w)) && !v.is_empty())
                 .map(|(_, v)| xml::cap(v, 128).into_owned())
         };
-        let cam = by_addr.entry(s.address).or_insert_with(|| DiscoveredCamera {
-            id: short_id(&full),
-            name: Some(s.instance.clone()),
-            manufacturer: None,
-            model: None,
-            location: None,
-            address: s.address,
-            xaddrs: Vec::new(),
-            onvif: false,
-            rtsp_port: None,
-            rtsp_path: None,
-            sources: Vec::new(),
-            key: full.clone(),
-        });
+        let cam = by_addr
+            .entry(s.address)
+            .or_insert_with(|| DiscoveredCamera {
+                id: short_id(&full),
+                name: Some(s.instance.clone()),
+                manufacturer: None,
+                model: None,
+                location: None,
+                address: s.address,
+                xaddrs: Vec::new(),
+                onvif: false,
+                rtsp_port: None,
+                rtsp_path: None,
+                sources: Vec::new(),
+                key: full.clone(),
+            });
         if !cam.sources.contains(&Source::Mdns) {
             cam.sources.push(Source::Mdns);
         }
@@ -231,8 +235,8 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, std::io::Result<T>>) -> std::io:
 
 /// Runs WS-Discovery and the mDNS browse at once for `opts.timeout` and merges the results.
 pub fn discover(opts: &DiscoverOptions) -> Result<Vec<DiscoveredCamera>, DiscoveryError> {
-    let ifaces =
-        net::interfaces(opts.include_loopback, &opts.interfaces).map_err(DiscoveryError::Interfaces)?;
+    let ifaces = net::interfaces(opts.include_loopback, &opts.interfaces)
+        .map_err(DiscoveryError::Interfaces)?;
     if ifaces.is_empty() && opts.hosts.is_empty() {
         let which = if opts.interfaces.is_empty() {
             String::new()
@@ -311,7 +315,10 @@ mod tests {
             host: None,
             port,
             address: addr.parse().unwrap(),
-            txt: vec![("path".into(), "/live".into()), ("model".into(), "DB1".into())],
+            txt: vec![
+                ("path".into(), "/live".into()),
+                ("model".into(), "DB1".into()),
+            ],
         }
     }
 

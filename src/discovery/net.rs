@@ -141,7 +141,12 @@ pub fn recv_until(
         sock.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => f(&buf[..n], from),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Ok(())
             }
             // ICMP port unreachable from an earlier unicast probe: keep listening.

@@ -335,7 +335,8 @@ impl Op<'_> {
 /// Parses a SOAP response: the envelope's Body, or the fault in it as an error.
 pub fn parse_envelope(op: Op<'_>, bytes: &[u8]) -> Result<Doc, OnvifError> {
     let action = op.name();
-    let doc = Doc::parse(bytes, Limits::HTTP).map_err(|source| OnvifError::Xml { action, source })?;
+    let doc =
+        Doc::parse(bytes, Limits::HTTP).map_err(|source| OnvifError::Xml { action, source })?;
     let env = doc.root();
     if !env.is(NS_SOAP, "Envelope") {
         return Err(OnvifError::Missing {
@@ -348,11 +349,8 @@ pub fn parse_envelope(op: Op<'_>, bytes: &[u8]) -> Result<Doc, OnvifError> {
         missing: "Body",
     })?;
     if let Some(f) = body.child(NS_SOAP, "Fault") {
-        let v = |path: &[(&str, &str)]| {
-            f.path(path)
-                .map(|e| e.text_capped(200))
-                .unwrap_or_default()
-        };
+        let v =
+            |path: &[(&str, &str)]| f.path(path).map(|e| e.text_capped(200)).unwrap_or_default();
         let code = v(&[(NS_SOAP, "Code"), (NS_SOAP, "Value")]);
         let subcode = v(&[(NS_SOAP, "Code"), (NS_SOAP, "Subcode"), (NS_SOAP, "Value")]);
         let reason = v(&[(NS_SOAP, "Reason"), (NS_SOAP, "Text")]);
@@ -414,7 +412,9 @@ pub fn parse_system_date_and_time(bytes: &[u8]) -> Result<Option<jiff::Timestamp
             0,
         )
         .ok()?;
-        dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+        dt.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
     })();
     Ok(ts)
 }
@@ -463,7 +463,11 @@ pub fn parse_profiles(bytes: &[u8]) -> Result<Vec<Profile>, OnvifError> {
         })?;
     let mut out = Vec::new();
     for p in r.children().filter(|c| c.is(NS_TRT, "Profiles")).take(64) {
-        let Some(token) = p.attr("token").map(|t| clean(t, 64)).filter(|t| !t.is_empty()) else {
+        let Some(token) = p
+            .attr("token")
+            .map(|t| clean(t, 64))
+            .filter(|t| !t.is_empty())
+        else {
             continue;
         };
         let name = p
@@ -686,11 +690,7 @@ impl DigestChallenge {
         cnonce: &str,
         nc: u32,
     ) -> String {
-        let mut ha1 = self.hash(&format!(
-            "{username}:{}:{}",
-            self.realm,
-            password.expose()
-        ));
+        let mut ha1 = self.hash(&format!("{username}:{}:{}", self.realm, password.expose()));
         if self.algorithm == "MD5-SESS" {
             ha1 = self.hash(&format!("{ha1}:{}:{cnonce}", self.nonce));
         }
@@ -779,7 +779,10 @@ impl Client<'_> {
             let body = op.envelope(token.as_ref());
             let mut rb = self.agent.post(url.as_str()).header(
                 "Content-Type",
-                format!(r#"application/soap+xml; charset=utf-8; action="{}""#, op.action()),
+                format!(
+                    r#"application/soap+xml; charset=utf-8; action="{}""#,
+                    op.action()
+                ),
             );
             if let Some(ch) = &self.digest {
                 self.nc += 1;
@@ -790,7 +793,14 @@ impl Client<'_> {
                 };
                 rb = rb.header(
                     "Authorization",
-                    ch.authorization("POST", &uri, &self.req.username, &self.req.password, &cnonce, self.nc),
+                    ch.authorization(
+                        "POST",
+                        &uri,
+                        &self.req.username,
+                        &self.req.password,
+                        &cnonce,
+                        self.nc,
+                    ),
                 );
             }
             let resp = rb.send(body.as_bytes()).map_err(http)?;
@@ -821,15 +831,9 @@ impl Client<'_> {
             }
             if !(200..300).contains(&status) {
                 // A SOAP fault travels with 400/500; surface it, else the status.
-                return match parse_envelope(op, &bytes) {
-                    Err(e) => Err(e),
-                    Ok(_) => Err(OnvifError::Status { action, status }),
-                }
-                .or_else(|e| match e {
-                    OnvifError::Xml { .. } | OnvifError::Missing { .. } => {
-                        Err(OnvifError::Status { action, status })
-                    }
-                    e => Err(e),
+                return Err(match parse_envelope(op, &bytes) {
+                    Err(e @ (OnvifError::Fault { .. } | OnvifError::Unauthorized { .. })) => e,
+                    _ => OnvifError::Status { action, status },
                 });
             }
             return Ok(bytes);
@@ -945,7 +949,12 @@ mod tests {
         // Vector computed independently: python3 -c "import hashlib,base64;
         // print(base64.b64encode(hashlib.sha1(bytes(range(16))+b'2026-11-26T10:00:00Z'+b'pass').digest()))"
         let nonce: Vec<u8> = (0u8..16).collect();
-        let t = UsernameToken::new("admin", &Secret::new("pass"), &nonce, "2026-11-26T10:00:00Z");
+        let t = UsernameToken::new(
+            "admin",
+            &Secret::new("pass"),
+            &nonce,
+            "2026-11-26T10:00:00Z",
+        );
         assert_eq!(t.nonce_b64, "AAECAwQFBgcICQoLDA0ODw==");
         assert_eq!(t.digest, "P++aT3T8cJa2VxKEXyebECSzBnE=");
         let env = Op::GetProfiles.envelope(Some(&t));
@@ -969,10 +978,18 @@ mod tests {
             "0a4f113b",
             1,
         );
-        assert!(h.contains(r#"response="6629fae49393a05397450978507c4ef1""#), "{h}");
-        assert!(h.contains("nc=00000001") && h.contains(r#"opaque="5ccc069c403ebaf9f0171e9517f40e41""#));
+        assert!(
+            h.contains(r#"response="6629fae49393a05397450978507c4ef1""#),
+            "{h}"
+        );
+        assert!(
+            h.contains("nc=00000001") && h.contains(r#"opaque="5ccc069c403ebaf9f0171e9517f40e41""#)
+        );
         assert!(DigestChallenge::parse(r#"Basic realm="x""#).is_none());
-        assert!(DigestChallenge::parse(r#"Digest realm="x", nonce="n", algorithm=SHA-512-256"#).is_none());
+        assert!(
+            DigestChallenge::parse(r#"Digest realm="x", nonce="n", algorithm=SHA-512-256"#)
+                .is_none()
+        );
         assert!(DigestChallenge::parse(r#"Digest realm="unterminated"#).is_none());
     }
 
@@ -1032,29 +1049,45 @@ mod tests {
 
     #[test]
     fn stream_uri_user_info_is_stripped() {
-        let u = checked_stream_uri("rtsp://admin:secret@192.0.2.9/Streaming/Channels/101", ip("192.0.2.9"))
-            .unwrap();
+        let u = checked_stream_uri(
+            "rtsp://admin:secret@192.0.2.9/Streaming/Channels/101",
+            ip("192.0.2.9"),
+        )
+        .unwrap();
         assert_eq!(u.as_str(), "rtsp://192.0.2.9/Streaming/Channels/101");
     }
 
     #[test]
     fn lying_addresses_are_refused() {
-        let lying = parse_capabilities(&data("hostile_lying_xaddr.xml")).unwrap().unwrap();
+        let lying = parse_capabilities(&data("hostile_lying_xaddr.xml"))
+            .unwrap()
+            .unwrap();
         let e = checked_service_url("media service address", &lying, ip("192.0.2.64")).unwrap_err();
         assert!(matches!(e, OnvifError::OtherHost { .. }), "{e}");
         for (raw, what) in [
-            ("http://192.0.2.64.evil.example/onvif", "name that starts with the IP"),
+            (
+                "http://192.0.2.64.evil.example/onvif",
+                "name that starts with the IP",
+            ),
             ("http://evil.example/onvif", "host name"),
             ("https://192.0.2.64/onvif", "https (unsupported)"),
             ("http://192.0.2.640/x", "bad IP"),
         ] {
-            assert!(checked_service_url("x", raw, ip("192.0.2.64")).is_err(), "{what}");
+            assert!(
+                checked_service_url("x", raw, ip("192.0.2.64")).is_err(),
+                "{what}"
+            );
         }
         assert!(matches!(
             checked_stream_uri("rtsp://u:p@198.51.100.7/live", ip("192.0.2.64")),
             Err(OnvifError::OtherHost { url, .. }) if !url.contains("u:p")
         ));
-        assert!(checked_service_url("x", "http://192.0.2.64:8080/onvif/device_service", ip("192.0.2.64")).is_ok());
+        assert!(checked_service_url(
+            "x",
+            "http://192.0.2.64:8080/onvif/device_service",
+            ip("192.0.2.64")
+        )
+        .is_ok());
     }
 
     #[test]
@@ -1064,7 +1097,9 @@ mod tests {
             Err(OnvifError::Unauthorized { .. })
         ));
         match parse_stream_uri(&data("fault_actionnotsupported.xml")) {
-            Err(OnvifError::Fault { subcode, .. }) => assert!(subcode.contains("ActionNotSupported")),
+            Err(OnvifError::Fault { subcode, .. }) => {
+                assert!(subcode.contains("ActionNotSupported"))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1086,7 +1121,10 @@ mod tests {
         let huge = vec![b'<'; 2 * 1024 * 1024];
         assert!(matches!(
             parse_profiles(&huge),
-            Err(OnvifError::Xml { source: XmlError::TooLarge { .. }, .. })
+            Err(OnvifError::Xml {
+                source: XmlError::TooLarge { .. },
+                ..
+            })
         ));
     }
 }

@@ -597,7 +597,10 @@ mod tests {
         c.add_datagram(&data("probematch_dahua.xml"), "192.0.2.65".parse().unwrap());
         let d = c.into_devices();
         assert_eq!(d.len(), 2);
-        let hik = d.iter().find(|d| d.endpoint.starts_with("urn:uuid:5457")).unwrap();
+        let hik = d
+            .iter()
+            .find(|d| d.endpoint.starts_with("urn:uuid:5457"))
+            .unwrap();
         assert_eq!(hik.address, ip);
     }
 

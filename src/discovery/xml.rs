@@ -146,7 +146,9 @@ impl Doc {
         let mut stack: Vec<usize> = Vec::new();
         loop {
             let pos = reader.buffer_position();
-            let (ns, event) = reader.read_resolved_event().map_err(|e| malformed(pos, e))?;
+            let (ns, event) = reader
+                .read_resolved_event()
+                .map_err(|e| malformed(pos, e))?;
             let (is_empty, start) = match event {
                 Event::Start(s) => (false, s),
                 Event::Empty(s) => (true, s),
@@ -179,7 +181,9 @@ impl Doc {
                 return Err(malformed(pos, "second root element"));
             }
             if nodes.len() >= limits.max_elements {
-                return Err(XmlError::Limit { what: "element count" });
+                return Err(XmlError::Limit {
+                    what: "element count",
+                });
             }
             if stack.len() >= limits.max_depth {
                 return Err(XmlError::Limit { what: "depth" });
@@ -248,7 +252,9 @@ impl Doc {
 
 fn push_text(node: &mut Node, s: &str, limits: Limits) -> Result<(), XmlError> {
     if node.text.len() + s.len() > limits.max_text {
-        return Err(XmlError::Limit { what: "text length" });
+        return Err(XmlError::Limit {
+            what: "text length",
+        });
     }
     node.text.push_str(s);
     Ok(())
@@ -416,8 +422,9 @@ mod tests {
 
     #[test]
     fn qnames_in_text_resolve_in_scope() {
-        let d = parse(r#"<T xmlns:dn="urn:dn" xmlns:tds="urn:tds">dn:NVT tds:Device x:Unknown</T>"#)
-            .unwrap();
+        let d =
+            parse(r#"<T xmlns:dn="urn:dn" xmlns:tds="urn:tds">dn:NVT tds:Device x:Unknown</T>"#)
+                .unwrap();
         assert_eq!(
             d.root().qnames(),
             &[
@@ -440,10 +447,7 @@ mod tests {
     #[test]
     fn caps_are_enforced() {
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
-        assert_eq!(
-            parse(&deep).unwrap_err(),
-            XmlError::Limit { what: "depth" }
-        );
+        assert_eq!(parse(&deep).unwrap_err(), XmlError::Limit { what: "depth" });
         let long = format!("<a>{}</a>", "x".repeat(9000));
         assert_eq!(
             parse(&long).unwrap_err(),
@@ -460,7 +464,15 @@ mod tests {
 
     #[test]
     fn malformed_inputs_are_errors() {
-        for bad in ["", "<a>", "<a></b>", "<a/><b/>", "<p:a/>", "\u{0}<a/>", "<a x='1' x='2'/>"] {
+        for bad in [
+            "",
+            "<a>",
+            "<a></b>",
+            "<a/><b/>",
+            "<p:a/>",
+            "\u{0}<a/>",
+            "<a x='1' x='2'/>",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
         assert_eq!(

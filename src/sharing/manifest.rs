@@ -101,6 +101,53 @@ pub fn sign(key_file: &Path, msg: &[u8]) -> Result<(&'static str, Vec<u8>), Sign
     Err(SignError::Unsupported)
 }
 
+/// Why a manifest signature does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The certificate could not be read or parsed.
+    #[error("box certificate: {0}")]
+    Certificate(String),
+    /// `alg` is not one the box uses.
+    #[error("unknown signature algorithm {0:?}")]
+    Algorithm(String),
+    /// `signature` is not base64url.
+    #[error("signature is not base64url")]
+    Encoding,
+    /// The signature does not match the manifest and the certificate's key.
+    #[error("signature does not verify with the box's certificate")]
+    Invalid,
+}
+
+/// Verifies an end-message body (the manifest with `alg` and `signature`) against the box's
+/// certificate (PEM): the center's chain-of-custody check.
+pub fn verify_body(body: &serde_json::Value, cert_pem: &[u8]) -> Result<(), VerifyError> {
+    let alg = body["alg"].as_str().unwrap_or_default().to_owned();
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body["signature"].as_str().unwrap_or_default())
+        .map_err(|_| VerifyError::Encoding)?;
+    let mut signed = body.clone();
+    if let Some(o) = signed.as_object_mut() {
+        o.remove("alg");
+        o.remove("signature");
+    }
+    let msg = serde_json::to_vec(&signed).expect("value serialises");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem)
+        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| VerifyError::Certificate(e.to_string()))?;
+    let key = cert.public_key().subject_public_key.data.to_vec();
+    let algorithm: &dyn ring::signature::VerificationAlgorithm = match alg.as_str() {
+        "ES256" => &ring::signature::ECDSA_P256_SHA256_ASN1,
+        "EdDSA" => &ring::signature::ED25519,
+        "PS256" => &ring::signature::RSA_PSS_2048_8192_SHA256,
+        other => return Err(VerifyError::Algorithm(other.to_owned())),
+    };
+    ring::signature::UnparsedPublicKey::new(algorithm, key)
+        .verify(&msg, &sig)
+        .map_err(|_| VerifyError::Invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +232,27 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
+
+        // Our own verifier agrees, with a certificate for that key; and refuses a tampered body.
+        let cert = dir.path().join("cert.pem");
+        assert!(std::process::Command::new("openssl")
+            .args(["req", "-new", "-x509", "-days", "1", "-subj", "/CN=gw-1", "-key"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .status()
+            .unwrap()
+            .success());
+        let pem = std::fs::read(&cert).unwrap();
+        assert_eq!(verify_body(&v, &pem), Ok(()));
+        let mut tampered = v.clone();
+        tampered["bytes"] = serde_json::json!(5);
+        assert_eq!(verify_body(&tampered, &pem), Err(VerifyError::Invalid));
+        let mut bad_alg = v.clone();
+        bad_alg["alg"] = serde_json::json!("none");
+        assert!(matches!(
+            verify_body(&bad_alg, &pem),
+            Err(VerifyError::Algorithm(_))
+        ));
     }
 }
