@@ -12,7 +12,6 @@
 //! Run: `cargo bench --bench sharing` (env `PORCHLIGHT_BENCH_SECS`, default 30).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};
