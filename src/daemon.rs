@@ -461,10 +461,34 @@ fn open_sharing(
     uplink: Option<UplinkHandle>,
 ) -> anyhow::Result<Arc<Sharing>> {
     use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
-    let audit = Arc::new(AuditLog::open_in(store.db()).context("cannot open the audit log")?);
+    // Which tree holds the current chain: `audit`, or a newer one started because an older
+    // chain could not be read (kept untouched for forensics — never a crash loop).
+    let meta = store.db().open_tree("audit.meta")?;
+    let current = meta
+        .get("current")?
+        .and_then(|v| String::from_utf8(v.to_vec()).ok())
+        .unwrap_or_else(|| "audit".to_owned());
+    let (audit, start_reason) = match AuditLog::open(store.db().open_tree(&current)?) {
+        // Empty: first start, or the store rebuilt a damaged index (the old chain is kept in
+        // the moved-aside index for offline checks).
+        Ok(a) => (a, serde_json::json!({"reason": "new"})),
+        Err(e) => {
+            let next = format!("audit.{}", crate::ingest::now_ms());
+            error!(tree = %current, error = %e, new_tree = %next, "Audit chain unreadable; kept as is, starting a new chain");
+            meta.insert("current", next.as_bytes())?;
+            meta.flush()?;
+            let a = AuditLog::open(store.db().open_tree(&next)?)
+                .context("cannot start a new audit chain")?;
+            let why = serde_json::json!({
+                "reason": "previous_chain_unreadable",
+                "previous_tree": current,
+                "error": e.to_string(),
+            });
+            (a, why)
+        }
+    };
+    let audit = Arc::new(audit);
     if audit.is_empty() {
-        // A new chain: on first start, or because the store rebuilt a damaged index (the old
-        // chain is kept in the moved-aside index for offline checks).
         audit
             .append(
                 NewEntry::new(
@@ -472,7 +496,7 @@ fn open_sharing(
                     AuditKind::LogStarted,
                     Actor::Gateway,
                 )
-                .detail(serde_json::json!({"reason": "new"})),
+                .detail(start_reason),
             )
             .context("cannot start the audit log")?;
     }

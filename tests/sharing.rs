@@ -29,6 +29,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with("")
+}
+
+/// The rig with extra config (TOML appended after the camera).
+fn rig_with(extra: &str) -> Rig {
     let camera = Camera::builder()
         .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
         .start();
@@ -51,7 +56,7 @@ fn rig() -> Rig {
         gw.key,
         pub_pem,
         camera_toml("front", &camera.url("s"), ""),
-    );
+    ) + extra;
     let replies = broker.subscribe(Some(&broker.center), "porchlight/v1/gw/gw-1/reply", &[]);
     // Live payloads are binary: hex, one message per line.
     let live = broker.subscribe(
@@ -547,4 +552,145 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
         audit.contains("clip_sent") && audit.contains(manifest["sha256"].as_str().unwrap()),
         "{audit}"
     );
+}
+
+#[test]
+fn a_clip_approved_while_the_broker_is_down_arrives_later_and_a_revoked_one_never_leaves() {
+    let mut r = rig();
+    r.cli(&["consent", "set", "front", "--clips", "ask"]);
+    // Persistent sessions (the broker keeps persistence), so nothing sent while these
+    // subscribers reconnect after the outage is lost to them.
+    let replies = r.broker.subscribe(
+        Some(&r.broker.center),
+        "porchlight/v1/gw/gw-1/reply",
+        &["-c", "-i", "center-replies"],
+    );
+    let clips = r.broker.subscribe(
+        Some(&r.broker.center),
+        "porchlight/v1/gw/gw-1/clip/+",
+        &["-c", "-i", "center-clips", "-F", "%r %t %x"],
+    );
+    let c = r
+        .daemon
+        .wait_camera("front", Duration::from_secs(60), "3 s buffered", |c| {
+            c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0)
+                >= 3_000
+        });
+    let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
+    for id in ["clip-kept", "clip-revoked"] {
+        let mut req = claims(id, RequestKind::Clip);
+        req.duration_s = None;
+        req.from = Some(from);
+        req.to = Some(from + 2);
+        r.send(&req);
+        r.reply(id, "pending");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    r.broker.stop();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.daemon.get("/api/v1/uplink")["state"] == "connected" {
+        assert!(Instant::now() < deadline, "link still up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Granted while the link is down: everything goes into the outbox.
+    r.cli(&["approve", "clip-kept"]);
+    r.cli(&["approve", "clip-revoked"]);
+    let queued = r.daemon.get("/api/v1/uplink")["outbox_messages"]
+        .as_u64()
+        .unwrap();
+    assert!(queued >= 6, "clip chunks queued: {queued}");
+    r.cli(&["revoke", "clip-revoked"]);
+    std::thread::sleep(Duration::from_secs(2));
+    r.broker.restart();
+
+    replies.wait(
+        Duration::from_secs(30),
+        "completed and revoked replies",
+        |m| {
+            m.iter().any(|m| is_reply(m, "clip-kept", "completed"))
+                && m.iter().any(|m| is_reply(m, "clip-revoked", "revoked"))
+        },
+    );
+    let got = clips.wait(Duration::from_secs(30), "the kept clip's manifest", |m| {
+        m.iter().any(|m| {
+            m.topic.ends_with("/clip-kept")
+                && hex::decode(m.payload.trim())
+                    .ok()
+                    .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
+                    .unwrap_or(false)
+        })
+    });
+    assert!(
+        !got.iter().any(|m| m.topic.ends_with("/clip-revoked")),
+        "a chunk of the revoked clip left the box"
+    );
+    let payloads: Vec<Vec<u8>> = got
+        .iter()
+        .filter(|m| m.topic.ends_with("/clip-kept"))
+        .map(|m| hex::decode(m.payload.trim()).unwrap())
+        .collect();
+    let path = r.daemon.dir.path().join("kept.mp4");
+    reassemble(&payloads, &path);
+    support::ffprobe::decode_ok(&path);
+    let st = r.daemon.get("/api/v1/uplink");
+    assert_eq!(st["outbox_messages"], 0, "{st:#}");
+}
+
+#[test]
+fn an_unanswered_ask_expires_and_the_audit_chain_shows_tampering() {
+    let r = rig_with("[sharing]\nask_timeout = \"10s\"\n");
+    r.cli(&["consent", "set", "front", "--live", "ask"]);
+    let asked = Instant::now();
+    r.send(&claims("ask-late", RequestKind::Live));
+    let pending = r.reply("ask-late", "pending");
+    let expired = r.reply("ask-late", "expired");
+    assert!(asked.elapsed() >= Duration::from_secs(9), "{expired}");
+    assert!(
+        expired["ts"].as_i64() >= pending["until"].as_i64(),
+        "{pending} {expired}"
+    );
+    let late = r.daemon.cli(&["approve", "ask-late"]);
+    assert!(!late.status.success(), "a late approval must fail");
+    assert!(r.live_messages("ask-late").is_empty());
+
+    // The resident's record: intact now, and a tampered entry is caught.
+    assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
+    let mut d = r.daemon;
+    assert!(d.stop());
+    {
+        let db = sled::open(d.data_dir().join("index")).unwrap();
+        let tree = db.open_tree("audit").unwrap();
+        let (k, v) = tree.iter().nth(2).unwrap().unwrap();
+        let edited = String::from_utf8(v.to_vec())
+            .unwrap()
+            .replace("\"center\"", "\"gateway\"");
+        let edited = if edited.as_bytes() == v.as_ref() {
+            String::from_utf8(v.to_vec())
+                .unwrap()
+                .replacen("\"ts\":", "\"ts\":1", 1)
+        } else {
+            edited
+        };
+        tree.insert(k, edited.as_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    d.restart();
+    let out = d.cli(&["audit", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("BROKEN"), "{text}");
+
+    // An unreadable newest entry: the daemon still starts (no crash loop), keeps the old chain
+    // untouched and starts a new one that says why.
+    assert!(d.stop());
+    {
+        let db = sled::open(d.data_dir().join("index")).unwrap();
+        let tree = db.open_tree("audit").unwrap();
+        let (k, _) = tree.last().unwrap().unwrap();
+        tree.insert(k, &b"\xff garbage"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    d.restart();
+    let list = d.cli_ok(&["audit", "list", "--json"]);
+    assert!(list.contains("previous_chain_unreadable"), "{list}");
+    assert!(d.cli_ok(&["audit", "verify"]).contains("audit chain OK"));
 }
