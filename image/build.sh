@@ -231,10 +231,17 @@ cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
 find "$root" -xdev -newermt "@$SOURCE_DATE_EPOCH" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 uuid=$(printf 'porchlight-root %s %s' "$arch" "$SOURCE_DATE_EPOCH" | sha256sum |
   sed 's/^\(.\{8\}\)\(.\{4\}\)\(.\{4\}\)\(.\{4\}\)\(.\{12\}\).*/\1-\2-\3-\4-\5/')
+# What reproducibility is checked against: every path with its type, mode, owner, mtime and,
+# for files, sha256 (ext4 itself stamps inode change times, so the image bytes differ).
+(cd "$root" && find . -xdev -printf '%y %m %U:%G %T@ %p %l\n' | LC_ALL=C sort -k5 >"$work/tree")
+(cd "$root" && find . -xdev -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) >>"$work/tree"
+cp "$work/tree" "$out/tree.txt"
+sha256sum <"$work/tree" | cut -c1-64 >"$out/tree.sha256"
 rm -f "$out/rootfs.img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L porchlight-root -U "$uuid" \
   -E "hash_seed=$uuid,root_owner=0:0" -d "$root" "$out/rootfs.img" "$size"
 (cd "$out" && sha256sum vmlinuz initrd.img rootfs.img >SHA256SUMS)
+echo "tree sha256 $(cat "$out/tree.sha256") (paths, modes, owners, mtimes, contents)" >>"$out/build-info.txt"
 
 step "Image ready in $out"
 du -h --apparent-size "$out/rootfs.img" | sed 's/\t.*/ apparent size of rootfs.img/'

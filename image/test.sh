@@ -58,7 +58,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 step "Booting $dir/rootfs.img (TCG, API forward 127.0.0.1:$port)"
 start=$(date +%s.%N)
 qemu-system-x86_64 \
-  -machine q35 -accel tcg -cpu max -smp 2 -m 1024 \
+  -machine q35 -accel tcg -smp 2 -m 1024 \
   -kernel "$dir/vmlinuz" -initrd "$dir/initrd.img" \
   -append "root=/dev/vda rw console=ttyS0 porchlight.imagetest" \
   -drive "file=$dir/rootfs.img,format=raw,if=virtio,snapshot=on" \
@@ -72,7 +72,11 @@ elapsed() { awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - 
 
 marker=
 while :; do
-  marker=$(tr -d '\r' <"$t/console.log" 2>/dev/null | grep -m 1 '^PORCHLIGHT-IMAGETEST ready' || true)
+  # journald prefixes the line ("[  92.0] imagetest-marker[358]: "); keep what follows.
+  if [[ -f $t/console.log ]]; then
+    marker=$(tr -d '\r' <"$t/console.log" |
+      sed -n 's/.*\(PORCHLIGHT-IMAGETEST ready .*\)/\1/p' | head -n 1)
+  fi
   [[ -n $marker ]] && break
   kill -0 "$qemu_pid" 2>/dev/null || die "QEMU exited before the service was ready"
   [[ $(elapsed | cut -d. -f1) -lt $timeout ]] || die "no READY marker within ${timeout}s"
@@ -132,7 +136,8 @@ $off_ok || die "the VM did not power off within 120 s"
 wait "$qemu_pid" || die "QEMU exited with status $?"
 qemu_pid=
 off_s=$(($(date +%s) - off_start))
-console=$(tr -d '\r' <"$t/console.log")
+# systemd colours its status lines: strip the escape sequences before matching.
+console=$(tr -d '\r' <"$t/console.log" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g')
 grep -q 'reboot: Power down' <<<"$console" || die "no clean power-down on the console"
 grep -q 'Stopped porchlight.service' <<<"$console" || die "porchlight.service was not stopped cleanly"
 if grep -E 'FAILED.*porchlight|porchlight.service: (Failed|Watchdog timeout)' <<<"$console"; then
