@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::camera::{Camera, Codec, Stream};
 use support::ffprobe::{decode_ok, probe};
-use support::{camera_toml, rfc, Daemon, FAST_INGEST};
+use support::{camera_toml, Daemon, FAST_INGEST};
 
 fn span(c: &serde_json::Value) -> (i64, i64) {
     (
@@ -19,17 +19,7 @@ fn span(c: &serde_json::Value) -> (i64, i64) {
 
 fn export_ok(d: &Daemon, cam: &str, from: i64, to: i64, name: &str) -> support::ffprobe::Probe {
     let clip = d.dir.path().join(name);
-    d.cli_ok(&[
-        "export",
-        "--camera",
-        cam,
-        "--from",
-        &rfc(from),
-        "--to",
-        &rfc(to),
-        "-o",
-        clip.to_str().unwrap(),
-    ]);
+    d.export_range(cam, from, to, &clip);
     decode_ok(&clip);
     probe(&clip)
 }

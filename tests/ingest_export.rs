@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use support::camera::{Camera, Codec, Stream};
 use support::ffprobe::{decode_ok, probe};
-use support::{camera_toml, out_path, rfc, Daemon, FAST_INGEST};
+use support::{camera_toml, out_path, Daemon, FAST_INGEST};
 
 fn buffered_secs(c: &serde_json::Value) -> f64 {
     match (c["buffered_from_ms"].as_i64(), c["buffered_to_ms"].as_i64()) {
@@ -72,17 +72,7 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     let from_ms = front["buffered_from_ms"].as_i64().unwrap() + 2_000;
     let to_ms = from_ms + 6_000;
     let clip = out_path(&d, "front.mp4");
-    let out = d.cli_ok(&[
-        "export",
-        "--camera",
-        "front",
-        "--from",
-        &rfc(from_ms),
-        "--to",
-        &rfc(to_ms),
-        "-o",
-        clip.to_str().unwrap(),
-    ]);
+    let out = d.export_range("front", from_ms, to_ms, &clip);
     assert!(out.contains("wrote"), "{out}");
     let p = probe(&clip);
     assert_eq!(p.codec_name, "h264");
@@ -171,17 +161,7 @@ fn export_outside_the_buffer_says_so() {
     // A range that starts before the buffer is exported from its start, with a note.
     let c = d.camera("c1");
     let first = c["buffered_from_ms"].as_i64().unwrap();
-    let out = d.cli_ok(&[
-        "export",
-        "--camera",
-        "c1",
-        "--from",
-        &rfc(first - 60_000),
-        "--to",
-        &rfc(first + 2_000),
-        "-o",
-        clip.to_str().unwrap(),
-    ]);
+    let out = d.export_range("c1", first - 60_000, first + 2_000, &clip);
     assert!(out.contains("note: nothing buffered from"), "{out}");
     decode_ok(&clip);
 
@@ -304,31 +284,11 @@ fn a_camera_that_comes_back_with_another_resolution_gets_a_new_init_segment() {
         .as_i64()
         .expect("change reported");
     let clip = out_path(&d, "old.mp4");
-    let out = d.cli_ok(&[
-        "export",
-        "--camera",
-        "c",
-        "--from",
-        &rfc(from),
-        "--to",
-        &rfc(to),
-        "-o",
-        clip.to_str().unwrap(),
-    ]);
+    let out = d.export_range("c", from, to, &clip);
     assert!(out.contains("changed its stream parameters"), "{out}");
     assert_eq!((probe(&clip).width, probe(&clip).height), (320, 240));
     let clip = out_path(&d, "new.mp4");
-    d.cli_ok(&[
-        "export",
-        "--camera",
-        "c",
-        "--from",
-        &rfc(change),
-        "--to",
-        &rfc(to),
-        "-o",
-        clip.to_str().unwrap(),
-    ]);
+    d.export_range("c", change, to, &clip);
     let p = probe(&clip);
     assert_eq!((p.width, p.height), (640, 360));
     decode_ok(&clip);

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use support::camera::{Camera, Codec, Stream};
-use support::{camera_toml, rfc, Daemon, FAST_INGEST};
+use support::{camera_toml, Daemon, FAST_INGEST};
 
 #[test]
 fn camera_restart_reconnects_and_the_gap_is_reported() {
@@ -45,17 +45,7 @@ fn camera_restart_reconnects_and_the_gap_is_reported() {
     assert!(gap_s >= 3, "gap of {gap_s} s: {plan:#}");
 
     let clip = d.dir.path().join("gap.mp4");
-    let out = d.cli_ok(&[
-        "export",
-        "--camera",
-        "c",
-        "--from",
-        &rfc(from),
-        "--to",
-        &rfc(to),
-        "-o",
-        clip.to_str().unwrap(),
-    ]);
+    let out = d.export_range("c", from, to, &clip);
     assert!(out.contains("gap of"), "{out}");
     support::ffprobe::decode_ok(&clip);
 }

@@ -198,6 +198,22 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `porchlight export --camera CAMERA --from FROM --to TO -o OUT` (times in UTC ms),
+    /// asserting success; returns stdout.
+    pub fn export_range(&self, camera: &str, from_ms: i64, to_ms: i64, out: &Path) -> String {
+        self.cli_ok(&[
+            "export",
+            "--camera",
+            camera,
+            "--from",
+            &rfc(from_ms),
+            "--to",
+            &rfc(to_ms),
+            "-o",
+            out.to_str().expect("UTF-8 path"),
+        ])
+    }
+
     /// SIGKILL, no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
