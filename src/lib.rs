@@ -46,6 +46,7 @@ pub mod discovery;
 pub mod export;
 pub mod ingest;
 pub mod media;
+pub mod pairing;
 pub mod sharing;
 pub mod store;
 pub mod systemd;

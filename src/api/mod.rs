@@ -98,8 +98,11 @@ impl From<ExportError> for ApiError {
 
 pub(crate) type AppState = Arc<DaemonState>;
 
-/// The router (exposed for tests).
-pub fn router(state: AppState) -> Router {
+/// Every control route, without authentication: [`router`] puts the bearer-token check in
+/// front of it for the loopback listener, and the resident web UI (`crate::web`) puts its
+/// session + CSRF check in front of the same routes. Areas with many routes live in their own
+/// file and are merged here.
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/cameras", get(cameras))
@@ -121,6 +124,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(sharing::audit))
         .route("/api/v1/audit/verify", get(sharing::audit_verify))
         .route("/api/v1/audit/export", get(sharing::audit_export))
+}
+
+/// The loopback control API: [`routes`] behind the bearer token (exposed for tests).
+pub fn router(state: AppState) -> Router {
+    routes()
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
