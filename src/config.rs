@@ -39,12 +39,132 @@ pub struct Config {
     /// The resident's cameras.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
-    /// The city link (MQTT over mutual TLS). Absent: no city link.
+    /// The city link (MQTT over mutual TLS). Without `broker` and the identity files here, the
+    /// box has a city link only once it is paired (`[pairing]`); the other keys still tune it.
     #[serde(default)]
     pub uplink: Option<UplinkConfig>,
+    /// Pairing with the city: where to enroll, and certificate renewal.
+    #[serde(default)]
+    pub pairing: PairingConfig,
     /// Sharing with the center: how long asks wait, how fast live feeds may go.
     #[serde(default)]
     pub sharing: SharingConfig,
+    /// The resident web UI on the home network.
+    #[serde(default)]
+    pub web: WebConfig,
+    /// Finding cameras on the LAN: at start and periodically.
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+}
+
+/// `[discovery]`: the daemon's own camera discovery (ONVIF WS-Discovery and mDNS), at start and
+/// every `interval`. Results stay in memory and never leave the house; they feed
+/// `GET /api/v1/discovery`, `porchlight cameras add --from-discovery` and the following of
+/// added cameras whose address changed (DHCP).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Run discovery in the daemon at all.
+    #[serde(default = "default_discovery_enabled")]
+    pub enabled: bool,
+    /// Time between two discovery runs (at least 1m: discovery never floods the network).
+    #[serde(default = "default_discovery_interval")]
+    pub interval: Dur,
+    /// How long each run listens for answers (1s to 30s).
+    #[serde(default = "default_discovery_timeout")]
+    pub timeout: Dur,
+    /// Send multicast probes (WS-Discovery, mDNS) on the interfaces. `false`: only the unicast
+    /// `hosts` and `ranges`.
+    #[serde(default = "default_discovery_enabled")]
+    pub multicast: bool,
+    /// Only these interfaces (empty: every up, multicast-capable IPv4 interface).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Addresses also probed by unicast (cameras on networks that drop multicast).
+    #[serde(default)]
+    pub hosts: Vec<std::net::IpAddr>,
+    /// Private ranges (at most a /22 each) probed host by host, paced, e.g. "192.168.1.0/24".
+    #[serde(default)]
+    pub ranges: Vec<String>,
+}
+
+fn default_discovery_enabled() -> bool {
+    true
+}
+fn default_discovery_interval() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+fn default_discovery_timeout() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: default_discovery_enabled(),
+            interval: default_discovery_interval(),
+            timeout: default_discovery_timeout(),
+            multicast: default_discovery_enabled(),
+            interfaces: Vec::new(),
+            hosts: Vec::new(),
+            ranges: Vec::new(),
+        }
+    }
+}
+
+/// `[discovery]` after validation.
+#[derive(Clone, Debug)]
+pub struct DiscoverySettings {
+    /// Periodic discovery on.
+    pub enabled: bool,
+    /// Between runs.
+    pub interval: Duration,
+    /// Listening window of one run.
+    pub timeout: Duration,
+    /// What one run does.
+    pub options: crate::discovery::DiscoverOptions,
+}
+
+/// `[web]`: the resident web UI (`crate::web`), served by the daemon on the LAN.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the UI at all.
+    #[serde(default = "default_web_enabled")]
+    pub enabled: bool,
+    /// Address of the UI. All IPv4 interfaces by default: residents open it from a phone.
+    #[serde(default = "default_web_listen")]
+    pub listen: SocketAddr,
+    /// A session unused for this long ends.
+    #[serde(default = "default_session_idle")]
+    pub session_idle: Dur,
+    /// A session ends this long after login, used or not.
+    #[serde(default = "default_session_max")]
+    pub session_max: Dur,
+}
+
+fn default_web_enabled() -> bool {
+    true
+}
+fn default_web_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_session_idle() -> Dur {
+    Dur(Duration::from_secs(30 * 60))
+}
+fn default_session_max() -> Dur {
+    Dur(Duration::from_secs(12 * 3600))
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: default_web_enabled(),
+            listen: default_web_listen(),
+            session_idle: default_session_idle(),
+            session_max: default_session_max(),
+        }
+    }
 }
 
 /// `[sharing]`: consent-enforced sharing. The rules themselves are the resident's, set with
@@ -77,18 +197,84 @@ impl Default for SharingConfig {
     }
 }
 
-/// `[uplink]`: the city broker and the box's identity. See `docs/protocol.md`.
+/// `[pairing]`: enrollment with the city (`porchlight pair`, `docs/protocol.md`, "Pairing")
+/// and renewal of the box's certificate. The identity pairing produces lives in
+/// `{data_dir}/identity/` (private key 0600), not in this file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairingConfig {
+    /// The city's pairing listener, `mqtts://host[:port]`, used when `porchlight pair` gets no
+    /// `--broker` (an appliance image sets it for its city).
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// The city CA (PEM) that authenticates the pairing listener, used when `porchlight pair`
+    /// gets no `--ca`. Verification is never disabled: without a CA there is no pairing.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// MQTT user name on the pairing listener. Not a secret: the broker's ACL confines it to
+    /// `{topic_root}/pair/{claim code}/…` of the code the box connects with.
+    #[serde(default = "default_bootstrap_username")]
+    pub bootstrap_username: String,
+    /// MQTT password on the pairing listener (public, like the user name).
+    #[serde(default = "default_bootstrap_password")]
+    pub bootstrap_password: Secret,
+    /// Topic root of the pairing topics.
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// How long `porchlight pair` waits for the city's answer.
+    #[serde(default = "default_pairing_timeout")]
+    pub timeout: Dur,
+    /// Renew the certificate when less than this is left of it (a new key and CSR over the
+    /// box's own link; no restart, nothing queued is lost).
+    #[serde(default = "default_renew_before")]
+    pub renew_before: Dur,
+}
+
+fn default_bootstrap_username() -> String {
+    crate::pairing::protocol::BOOTSTRAP_USERNAME.to_owned()
+}
+fn default_bootstrap_password() -> Secret {
+    Secret::new(crate::pairing::protocol::BOOTSTRAP_PASSWORD)
+}
+fn default_pairing_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_renew_before() -> Dur {
+    Dur(Duration::from_secs(30 * 86_400))
+}
+
+impl Default for PairingConfig {
+    fn default() -> Self {
+        PairingConfig {
+            broker: None,
+            ca_file: None,
+            bootstrap_username: default_bootstrap_username(),
+            bootstrap_password: default_bootstrap_password(),
+            topic_root: default_topic_root(),
+            timeout: default_pairing_timeout(),
+            renew_before: default_renew_before(),
+        }
+    }
+}
+
+/// `[uplink]`: the city broker and the box's identity. See `docs/protocol.md`. The four
+/// identity keys (`broker`, `ca_file`, `cert_file`, `key_file`) come together or not at all:
+/// without them the identity comes from pairing and the rest of this table tunes that link.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     /// `mqtts://host[:port]` (port 8883 by default). Plaintext `mqtt://` is refused.
-    pub broker: String,
+    #[serde(default)]
+    pub broker: Option<String>,
     /// The city CA (PEM): the only trust anchor; no system or web PKI roots.
-    pub ca_file: PathBuf,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The box's certificate (PEM); its CN is the gateway id.
-    pub cert_file: PathBuf,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
     /// The box's private key (PEM); must be mode 0600.
-    pub key_file: PathBuf,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Root of every topic.
     #[serde(default = "default_topic_root")]
     pub topic_root: String,
@@ -338,12 +524,21 @@ pub struct Validated {
     pub ingest: IngestConfig,
     /// Cameras.
     pub cameras: Vec<CameraSpec>,
-    /// The city link, when configured.
+    /// The city link, when its identity is configured in `[uplink]` (not by pairing).
     pub uplink: Option<crate::uplink::UplinkSettings>,
+    /// `[uplink]`'s tunables for a link whose identity comes from pairing (host, port and
+    /// files are filled in from `{data_dir}/identity/`).
+    pub uplink_tunables: crate::uplink::UplinkSettings,
+    /// Pairing settings.
+    pub pairing: PairingConfig,
     /// The center's request key (PEM text), when configured.
     pub center_request_key: Option<String>,
     /// Sharing tunables.
     pub sharing: crate::sharing::SharingOptions,
+    /// The resident web UI; `None` when `web.enabled = false`.
+    pub web: Option<WebConfig>,
+    /// The daemon's camera discovery.
+    pub discovery: DiscoverySettings,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -434,7 +629,10 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             cameras: Vec::new(),
             uplink: None,
+            pairing: PairingConfig::default(),
             sharing: SharingConfig::default(),
+            web: WebConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -603,10 +801,20 @@ impl Config {
             }
         }
 
-        let uplink = self
-            .uplink
-            .as_ref()
-            .and_then(|u| check_uplink(u, &mut problems));
+        let (uplink, uplink_tunables) = match &self.uplink {
+            Some(u) => check_uplink(u, &mut problems),
+            None => (
+                None,
+                crate::uplink::UplinkSettings::new(
+                    "",
+                    8883,
+                    PathBuf::new(),
+                    PathBuf::new(),
+                    PathBuf::new(),
+                ),
+            ),
+        };
+        check_pairing(&self.pairing, &mut problems);
         let center_request_key = self
             .uplink
             .as_ref()
@@ -636,11 +844,23 @@ impl Config {
         if self.sharing.live_max_kbps < 64 {
             problems.push("sharing.live_max_kbps must be at least 64".to_owned());
         }
+        if self.web.session_idle.0 < Duration::from_secs(60) {
+            problems.push("web.session_idle must be at least 1m".to_owned());
+        }
+        if self.web.session_max.0 < self.web.session_idle.0 {
+            problems.push(format!(
+                "web.session_max {} is less than web.session_idle {}",
+                self.web.session_max, self.web.session_idle
+            ));
+        }
+
+        let discovery = self.discovery.check(&mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(Validated {
+            discovery,
             data_dir: self.data_dir.clone(),
             api_listen: self.api.listen,
             quota_bytes: self.store.quota.0,
@@ -649,16 +869,77 @@ impl Config {
             ingest: self.ingest.clone(),
             cameras,
             uplink,
+            uplink_tunables,
+            pairing: self.pairing.clone(),
             center_request_key,
             sharing: crate::sharing::SharingOptions {
                 ask_timeout: self.sharing.ask_timeout.0,
                 live_max_bitrate: self.sharing.live_max_kbps.saturating_mul(1000),
             },
+            web: self.web.enabled.then(|| self.web.clone()),
         })
     }
 }
 
-fn check_rtsp_url(who: &str, key: &str, raw: &str, problems: &mut Vec<String>) -> Option<Url> {
+impl DiscoveryConfig {
+    /// Checks `[discovery]`, adding every problem.
+    fn check(&self, problems: &mut Vec<String>) -> DiscoverySettings {
+        if self.interval.0 < Duration::from_secs(60) {
+            problems.push(format!(
+                "discovery.interval {} is too short: at least 1m (discovery must not flood the network)",
+                self.interval
+            ));
+        }
+        if self.timeout.0 < Duration::from_secs(1) || self.timeout.0 > Duration::from_secs(30) {
+            problems.push(format!(
+                "discovery.timeout {} must be between 1s and 30s",
+                self.timeout
+            ));
+        }
+        if self.hosts.len() > 64 {
+            problems.push("discovery.hosts lists more than 64 addresses; use ranges".to_owned());
+        }
+        let mut ranges = Vec::new();
+        for r in &self.ranges {
+            match r.parse::<crate::discovery::range::Range>() {
+                Ok(r) => ranges.push(r),
+                Err(e) => problems.push(format!("discovery.ranges: {e}")),
+            }
+        }
+        if ranges.len() > 4 {
+            problems.push("discovery.ranges lists more than 4 ranges".to_owned());
+        }
+        if self.enabled && !self.multicast && self.hosts.is_empty() && ranges.is_empty() {
+            problems.push(
+                "discovery.multicast = false needs discovery.hosts or discovery.ranges (or set discovery.enabled = false)"
+                    .to_owned(),
+            );
+        }
+        DiscoverySettings {
+            enabled: self.enabled,
+            interval: self.interval.0,
+            timeout: self.timeout.0,
+            options: crate::discovery::DiscoverOptions {
+                timeout: self.timeout.0,
+                hosts: self.hosts.clone(),
+                interfaces: self.interfaces.clone(),
+                include_loopback: false,
+                wsd: true,
+                mdns: true,
+                multicast: self.multicast,
+                ranges,
+            },
+        }
+    }
+}
+
+/// Parses and checks an RTSP URL (scheme, no credentials, a host), adding problems.
+pub(crate) fn check_rtsp_url(
+    who: &str,
+    key: &str,
+    raw: &str,
+    problems: &mut Vec<String>,
+) -> Option<Url> {
     let url = match Url::parse(raw) {
         Ok(u) => u,
         Err(e) => {
@@ -692,60 +973,105 @@ fn check_rtsp_url(who: &str, key: &str, raw: &str, problems: &mut Vec<String>) -
     ok.then_some(url)
 }
 
-/// Checks `[uplink]`, adding every problem; returns the settings when there is none.
+/// Parses an `mqtts://host[:port]` broker address (port 8883 by default) into host and port;
+/// `key` names the setting in the error.
+pub fn parse_broker(key: &str, broker: &str) -> Result<(String, u16), String> {
+    let url = Url::parse(broker)
+        .map_err(|e| format!("{key} {:?} is not a URL: {e}", redact_url(broker)))?;
+    if url.scheme() != "mqtts" {
+        return Err(format!(
+            "{key} must start with mqtts:// (TLS); {}:// is refused: the city link is never plaintext",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{key} must not carry credentials: the box authenticates with its certificate"
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(format!("{key} takes only mqtts://host[:port]"));
+    }
+    match url.host_str().filter(|h| !h.is_empty()) {
+        None => Err(format!("{key} has no host")),
+        Some(h) => {
+            let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
+            Ok((h, url.port().unwrap_or(8883)))
+        }
+    }
+}
+
+/// Checks `[pairing]`, adding every problem.
+fn check_pairing(p: &PairingConfig, problems: &mut Vec<String>) {
+    if let Some(b) = &p.broker {
+        if let Err(e) = parse_broker("pairing.broker", b) {
+            problems.push(e);
+        }
+    }
+    if let Some(ca) = &p.ca_file {
+        if let Err(e) = std::fs::metadata(ca) {
+            problems.push(format!("pairing.ca_file {}: {e}", ca.display()));
+        }
+    }
+    if !valid_topic_root(&p.topic_root) {
+        problems.push(format!(
+            "pairing.topic_root {:?} must be non-empty, without wildcards (+ #) or leading/trailing '/'",
+            p.topic_root
+        ));
+    }
+    if p.timeout.0 < Duration::from_secs(1) {
+        problems.push("pairing.timeout must be at least 1s".to_owned());
+    }
+}
+
+fn valid_topic_root(root: &str) -> bool {
+    !(root.is_empty()
+        || root.starts_with('/')
+        || root.ends_with('/')
+        || root.contains(['+', '#', '\0']))
+}
+
+/// Checks `[uplink]`, adding every problem; returns the settings of a configured identity (when
+/// the four identity keys are there and there is no problem) and the tunables for a paired one.
 fn check_uplink(
     u: &UplinkConfig,
     problems: &mut Vec<String>,
-) -> Option<crate::uplink::UplinkSettings> {
+) -> (
+    Option<crate::uplink::UplinkSettings>,
+    crate::uplink::UplinkSettings,
+) {
     use crate::uplink::tls;
     let before = problems.len();
     let mut host_port = None;
-    match Url::parse(&u.broker) {
-        Err(e) => problems.push(format!(
-            "uplink.broker {:?} is not a URL: {e}",
-            redact_url(&u.broker)
-        )),
-        Ok(url) => {
-            if url.scheme() != "mqtts" {
-                problems.push(format!(
-                    "uplink.broker must start with mqtts:// (TLS); {}:// is refused: the city link is never plaintext",
-                    url.scheme()
-                ));
-            } else if !url.username().is_empty() || url.password().is_some() {
-                problems.push(
-                    "uplink.broker must not carry credentials: the box authenticates with its certificate"
-                        .to_owned(),
-                );
-            } else {
-                match url.host_str().filter(|h| !h.is_empty()) {
-                    None => problems.push("uplink.broker has no host".to_owned()),
-                    Some(h) => {
-                        let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
-                        host_port = Some((h, url.port().unwrap_or(8883)));
-                    }
-                }
-                if !matches!(url.path(), "" | "/") || url.query().is_some() {
-                    problems.push("uplink.broker takes only mqtts://host[:port]".to_owned());
-                }
+    let identity = match (&u.broker, &u.ca_file, &u.cert_file, &u.key_file) {
+        (Some(broker), Some(ca_file), Some(cert_file), Some(key_file)) => {
+            match parse_broker("uplink.broker", broker) {
+                Ok(hp) => host_port = Some(hp),
+                Err(e) => problems.push(e),
             }
+            if let Err(e) = std::fs::metadata(ca_file) {
+                problems.push(format!("uplink.ca_file {}: {e}", ca_file.display()));
+            }
+            if let Err(e) = tls::gateway_id(cert_file) {
+                problems.push(format!("uplink: {e}"));
+            }
+            if let Err(e) = tls::check_key_mode(key_file) {
+                problems.push(format!("uplink: {e}"));
+            }
+            Some((ca_file.clone(), cert_file.clone(), key_file.clone()))
         }
-    }
-    if let Err(e) = std::fs::metadata(&u.ca_file) {
-        problems.push(format!("uplink.ca_file {}: {e}", u.ca_file.display()));
-    }
-    match tls::gateway_id(&u.cert_file) {
-        Ok(_) => {}
-        Err(e) => problems.push(format!("uplink: {e}")),
-    }
-    if let Err(e) = tls::check_key_mode(&u.key_file) {
-        problems.push(format!("uplink: {e}"));
-    }
+        (None, None, None, None) => None,
+        _ => {
+            problems.push(
+                "uplink: broker, ca_file, cert_file and key_file go together (a configured identity) \
+                 or are all left out (the identity comes from pairing)"
+                    .to_owned(),
+            );
+            None
+        }
+    };
     let root = &u.topic_root;
-    if root.is_empty()
-        || root.starts_with('/')
-        || root.ends_with('/')
-        || root.contains(['+', '#', '\0'])
-    {
+    if !valid_topic_root(root) {
         problems.push(format!(
             "uplink.topic_root {root:?} must be non-empty, without wildcards (+ #) or leading/trailing '/'"
         ));
@@ -777,16 +1103,14 @@ fn check_uplink(
             u.outbox_limit, u.max_packet_size
         ));
     }
-    if problems.len() != before {
-        return None;
-    }
-    let (host, port) = host_port?;
-    Some(crate::uplink::UplinkSettings {
+    let (host, port) = host_port.unwrap_or_default();
+    let (ca_file, cert_file, key_file) = identity.clone().unwrap_or_default();
+    let settings = crate::uplink::UplinkSettings {
         host,
         port,
-        ca_file: u.ca_file.clone(),
-        cert_file: u.cert_file.clone(),
-        key_file: u.key_file.clone(),
+        ca_file,
+        cert_file,
+        key_file,
         topic_root: u.topic_root.clone(),
         heartbeat_interval: u.heartbeat_interval.0,
         keepalive: u.keepalive.0,
@@ -797,7 +1121,9 @@ fn check_uplink(
         outbox_limit: u.outbox_limit.0,
         when_full: u.outbox_when_full,
         drain_timeout: u.drain_timeout.0,
-    })
+    };
+    let configured = (identity.is_some() && problems.len() == before).then(|| settings.clone());
+    (configured, settings)
 }
 
 /// Total size of the filesystem holding `path` (or its nearest existing ancestor).

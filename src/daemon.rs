@@ -16,14 +16,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{CameraSpec, Validated};
-use crate::ingest::health::Health;
-use crate::ingest::live::LiveFeed;
-use crate::ingest::CameraWorker;
+pub use crate::cameras::CameraHandle;
+use crate::cameras::CameraSet;
+use crate::config::Validated;
 use crate::sharing::Sharing;
 use crate::store::{Store, StoreOptions};
 use crate::uplink::messages::{CameraReport, EventKind, HealthReport, SharingModes, StorageReport};
-use crate::uplink::{HealthSource, Uplink, UplinkHandle};
+use crate::uplink::{HealthSource, UplinkHandle};
 
 /// A signal that long-lived tasks race every await against.
 #[derive(Clone, Debug)]
@@ -60,29 +59,20 @@ impl ShutdownTrigger {
     }
 }
 
-/// One camera as the rest of the daemon sees it.
-#[derive(Clone)]
-pub struct CameraHandle {
-    /// Its validated configuration.
-    pub spec: CameraSpec,
-    /// Its health, updated by its worker.
-    pub health: Health,
-    /// Its live broadcast.
-    pub live: LiveFeed,
-}
-
 /// State shared by the control API and the daemon's tasks.
 pub struct DaemonState {
     /// The segment store.
     pub store: Arc<Store>,
-    /// The cameras, in configuration order.
-    pub cameras: Vec<CameraHandle>,
+    /// The current cameras (configuration file and added at run time) and their workers.
+    pub cameras: Arc<CameraSet>,
+    /// The daemon's camera discovery (latest results, scan now).
+    pub discovery: Arc<crate::cameras::scanner::Scanner>,
     /// When the daemon started.
     pub started: Instant,
     /// The token every API request must carry.
     pub api_token: String,
-    /// The city link, when `[uplink]` is configured.
-    pub uplink: Option<UplinkHandle>,
+    /// The city link: configured, paired, or not (yet).
+    pub link: Arc<crate::pairing::link::CityLink>,
     /// Consent, requests, grants and the audit log.
     pub sharing: Arc<Sharing>,
 }
@@ -91,7 +81,7 @@ pub struct DaemonState {
 /// address (ids, state words and stream parameters only).
 struct DaemonHealth {
     store: Arc<Store>,
-    cameras: Vec<CameraHandle>,
+    cameras: Arc<CameraSet>,
     /// Set once sharing is open (it needs the uplink, which needs this).
     sharing: Arc<std::sync::OnceLock<Arc<Sharing>>>,
 }
@@ -107,6 +97,7 @@ impl HealthSource for DaemonHealth {
             paused: sharing.is_some_and(|s| s.is_paused()),
             cameras: self
                 .cameras
+                .snapshot()
                 .iter()
                 .map(|c| {
                     let s = c.health.snapshot();
@@ -167,13 +158,15 @@ fn state_word(s: crate::ingest::health::CameraState) -> String {
 /// `camera_up` / `camera_down` when a camera starts or stops streaming, `storage_full` when the
 /// store reaches its quota (and evicts from then on).
 async fn event_watcher(
-    uplink: UplinkHandle,
-    cameras: Vec<CameraHandle>,
+    link: Arc<crate::pairing::link::CityLink>,
+    cameras: Arc<CameraSet>,
     store: Arc<Store>,
     shutdown: Shutdown,
 ) {
     use crate::ingest::health::CameraState;
-    let mut streaming: Vec<bool> = vec![false; cameras.len()];
+    // By id: cameras come and go at run time. A removed camera sends no event (it is gone
+    // from the heartbeat); an added one sends camera_up once it streams.
+    let mut streaming: std::collections::HashMap<String, bool> = Default::default();
     let mut full = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -183,11 +176,14 @@ async fn event_watcher(
             _ = tick.tick() => {}
         }
         let mut events = Vec::new();
-        for (i, c) in cameras.iter().enumerate() {
+        let current = cameras.snapshot();
+        streaming.retain(|id, _| current.iter().any(|c| &c.spec.id == id));
+        for c in current.iter() {
             let s = c.health.snapshot();
             let now = s.state == CameraState::Streaming;
-            if now != streaming[i] {
-                streaming[i] = now;
+            let was = streaming.entry(s.id.clone()).or_insert(false);
+            if now != *was {
+                *was = now;
                 events.push(if now {
                     EventKind::CameraUp { camera: s.id }
                 } else {
@@ -219,7 +215,8 @@ async fn event_watcher(
         if events.is_empty() {
             continue;
         }
-        let up = uplink.clone();
+        // Not paired: nobody to tell.
+        let Some(up) = link.uplink() else { continue };
         let r = tokio::task::spawn_blocking(move || {
             for e in events {
                 if let Err(err) = up.event(e) {
@@ -235,9 +232,14 @@ async fn event_watcher(
 }
 
 impl DaemonState {
-    /// The camera with this id.
-    pub fn camera(&self, id: &str) -> Option<&CameraHandle> {
-        self.cameras.iter().find(|c| c.spec.id == id)
+    /// The running city uplink, when the box is paired (or configured with an identity).
+    pub fn uplink(&self) -> Option<UplinkHandle> {
+        self.link.uplink()
+    }
+
+    /// The camera with this id, as it is now.
+    pub fn camera(&self, id: &str) -> Option<CameraHandle> {
+        self.cameras.get(id)
     }
 }
 
@@ -299,50 +301,49 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     let (ingest_trigger, ingest_shutdown) = Shutdown::new();
     let (api_trigger, api_shutdown) = Shutdown::new();
 
-    let cameras: Vec<CameraHandle> = cfg
-        .cameras
-        .iter()
-        .map(|spec| CameraHandle {
-            health: Health::new(&spec.id, &spec.name, spec.url.as_str()),
-            live: LiveFeed::new(),
-            spec: spec.clone(),
-        })
-        .collect();
-    let (uplink_trigger, uplink_shutdown) = Shutdown::new();
-    let mut uplink_task = None;
-    let mut uplink_handle = None;
+    let registry = crate::cameras::registry::Registry::open(store.db())
+        .context("cannot open the camera registry")?;
+    let cameras = CameraSet::open(
+        &cfg.cameras,
+        registry,
+        store.clone(),
+        cfg.ingest.clone(),
+        ingest_shutdown.clone(),
+    );
+    let scanner = crate::cameras::scanner::Scanner::new(cfg.discovery.clone(), cameras.clone());
     let sharing_cell = Arc::new(std::sync::OnceLock::new());
-    if let Some(settings) = cfg.uplink.clone() {
-        let health = Arc::new(DaemonHealth {
-            store: store.clone(),
-            cameras: cameras.clone(),
-            sharing: sharing_cell.clone(),
-        });
-        let (uplink, handle) =
-            Uplink::open(settings, store.db(), health).context("cannot start the city uplink")?;
-        info!(gateway = %handle.gateway_id(), "City uplink configured");
-        // Tells the center the box (re)started; queued like every event, so it arrives
-        // whenever the link comes up. A short blocking sled flush at startup.
-        if let Err(e) = handle.event(EventKind::Started {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        }) {
-            warn!(error = %e, "Could not queue the started event");
-        }
-        uplink_task = Some(tokio::spawn(
-            uplink
-                .run(uplink_shutdown)
-                .instrument(tracing::info_span!("uplink")),
-        ));
-        uplink_handle = Some(handle);
-    }
-    let sharing = open_sharing(&cfg, &store, &cameras, uplink_handle.clone())?;
+    let health = Arc::new(DaemonHealth {
+        store: store.clone(),
+        cameras: cameras.clone(),
+        sharing: sharing_cell.clone(),
+    });
+    let sharing = open_sharing(&store, &cameras, cfg.sharing.clone())?;
     let _ = sharing_cell.set(sharing.clone());
+    let link = crate::pairing::link::CityLink::new(
+        cfg.data_dir.clone(),
+        store.clone(),
+        health,
+        sharing.clone(),
+        cfg.uplink_tunables.clone(),
+        cfg.pairing.clone(),
+        cfg.uplink
+            .clone()
+            .map(|settings| crate::pairing::link::Configured {
+                settings,
+                request_key: cfg.center_request_key.clone(),
+            }),
+    );
+    link.start_at_boot().await?;
+    sharing
+        .end_stale_live_grants()
+        .context("cannot end the live grants of the previous run")?;
     let state = Arc::new(DaemonState {
         store: store.clone(),
         cameras: cameras.clone(),
+        discovery: scanner.clone(),
         started: Instant::now(),
         api_token: token,
-        uplink: uplink_handle.clone(),
+        link: link.clone(),
         sharing: sharing.clone(),
     });
 
@@ -351,26 +352,21 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} for the control API", cfg.api_listen))?;
     let api_addr: SocketAddr = listener.local_addr()?;
     let mut api_task = tokio::spawn(
-        crate::api::serve(listener, state.clone(), api_shutdown)
+        crate::api::serve(listener, state.clone(), api_shutdown.clone())
             .instrument(tracing::info_span!("api")),
     );
+    // The resident web UI (LAN); stops with the control API, last.
+    let web_task =
+        crate::web::spawn(cfg.web.as_ref(), &cfg.data_dir, state.clone(), api_shutdown).await;
 
     let mut ingest = JoinSet::new();
-    for cam in &cameras {
-        let worker = CameraWorker::new(
-            cam.spec.clone(),
-            cfg.ingest.clone(),
-            cam.health.clone(),
-            cam.live.clone(),
-            store.clone(),
-            ingest_shutdown.clone(),
-        );
-        ingest.spawn(
-            worker
-                .run()
-                .instrument(tracing::info_span!("camera", id = %cam.spec.id)),
-        );
-    }
+    cameras.start().await;
+    ingest.spawn(
+        scanner
+            .clone()
+            .run(ingest_shutdown.clone())
+            .instrument(tracing::info_span!("discovery")),
+    );
     ingest.spawn(
         retention_sweeper(store.clone(), ingest_shutdown.clone())
             .instrument(tracing::info_span!("retention")),
@@ -387,18 +383,16 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         sharing_ticker(sharing.clone(), sharing_shutdown)
             .instrument(tracing::info_span!("consent")),
     );
-    if let Some(handle) = uplink_handle.clone() {
-        ingest.spawn(
-            event_watcher(
-                handle,
-                cameras.clone(),
-                store.clone(),
-                ingest_shutdown.clone(),
-            )
-            .instrument(tracing::info_span!("events")),
-        );
-    }
-    info!(api = %api_addr, cameras = cameras.len(), version = env!("CARGO_PKG_VERSION"), "Porchlight running");
+    ingest.spawn(
+        event_watcher(
+            link.clone(),
+            cameras.clone(),
+            store.clone(),
+            ingest_shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("events")),
+    );
+    info!(api = %api_addr, cameras = cameras.snapshot().len(), version = env!("CARGO_PKG_VERSION"), "Porchlight running");
     crate::systemd::notify("READY=1");
     let watchdog = tokio::spawn(crate::systemd::watchdog());
 
@@ -417,7 +411,10 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     })
     .await;
     ingest_trigger.trigger();
-    let drain = async { while ingest.join_next().await.is_some() {} };
+    let drain = async {
+        cameras.join_all().await;
+        while ingest.join_next().await.is_some() {}
+    };
     tokio::select! {
         _ = drain => {}
         r = wait_for_signal() => {
@@ -431,23 +428,19 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     if let Err(e) = tokio::task::spawn_blocking(move || s.flush()).await? {
         error!(error = %e, "Store flush failed at shutdown");
     }
-    if let (Some(task), Some(settings)) = (uplink_task, cfg.uplink.as_ref()) {
-        info!("Shutting down: draining the city uplink");
-        uplink_trigger.trigger();
-        let deadline = settings.drain_timeout + Duration::from_secs(3);
-        tokio::select! {
-            r = tokio::time::timeout(deadline, task) => if r.is_err() {
-                warn!("City uplink did not stop within {deadline:?}");
-            },
-            r = wait_for_signal() => {
-                r?;
-                warn!("Second signal: exiting at once");
-                std::process::exit(130);
-            }
+    tokio::select! {
+        _ = link.shutdown() => {}
+        r = wait_for_signal() => {
+            r?;
+            warn!("Second signal: exiting at once");
+            std::process::exit(130);
         }
     }
     api_trigger.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    if let Some(web) = web_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
+    }
     watchdog.abort();
     info!("Stopped");
     Ok(())
@@ -455,10 +448,9 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
 
 /// Opens the audit log (marking a fresh or rebuilt chain) and the sharing service.
 fn open_sharing(
-    cfg: &Validated,
     store: &Arc<Store>,
-    cameras: &[CameraHandle],
-    uplink: Option<UplinkHandle>,
+    cameras: &Arc<CameraSet>,
+    options: crate::sharing::SharingOptions,
 ) -> anyhow::Result<Arc<Sharing>> {
     use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
     // Which tree holds the current chain: `audit`, or a newer one started because an older
@@ -500,32 +492,8 @@ fn open_sharing(
             )
             .context("cannot start the audit log")?;
     }
-    let verifier = match (&cfg.center_request_key, &uplink) {
-        (Some(pem), Some(up)) => Some(
-            crate::sharing::request::RequestVerifier::from_pem(
-                pem,
-                up.gateway_id(),
-                Default::default(),
-            )
-            .context("center request key")?,
-        ),
-        _ => None,
-    };
-    let feeds = cameras
-        .iter()
-        .map(|c| (c.spec.id.clone(), c.live.clone()))
-        .collect();
-    let box_key = cfg.uplink.as_ref().map(|u| u.key_file.clone());
-    Sharing::open(
-        store.clone(),
-        box_key,
-        audit,
-        uplink,
-        verifier,
-        feeds,
-        cfg.sharing.clone(),
-    )
-    .context("cannot open the consent state")
+    let feeds = cameras.clone();
+    Sharing::open(store.clone(), audit, feeds, options).context("cannot open the consent state")
 }
 
 /// Expires pending requests and grants on time, once a second.

@@ -27,6 +27,10 @@
 //! - [`export`]: a time range of one camera as one MP4 (segment choice, gaps, streaming).
 //! - [`api`]: the daemon's local control API, which the `porchlight` CLI talks to (sled allows
 //!   one process per database, so the daemon owns it).
+//! - [`web`]: the resident web UI (embedded page, sessions, CSRF, setup code, live preview)
+//!   over the same control routes, on the LAN.
+//! - [`cameras`]: the current camera set (configuration file + added at run time, persisted),
+//!   their workers, the daemon's periodic discovery and following cameras that moved.
 //! - [`daemon`]: wiring, named tasks and ordered shutdown.
 //! - [`cli`]: one file per subcommand.
 //! - [`center`]: the reference city center (`porchlight-center`: keygen, request, receive, watch).
@@ -37,6 +41,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cameras;
 pub mod center;
 pub mod cli;
 pub mod config;
@@ -52,3 +57,4 @@ pub mod store;
 pub mod systemd;
 pub mod units;
 pub mod uplink;
+pub mod web;

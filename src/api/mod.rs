@@ -7,6 +7,8 @@
 //! `docs/api.md`. Errors are JSON `{"error": {"code": "...", "message": "..."}}`, mapped to
 //! HTTP status in one place ([`ApiError`]).
 
+pub mod cameras;
+pub mod pairing;
 pub mod sharing;
 
 use std::sync::Arc;
@@ -21,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemon::{DaemonState, Shutdown};
 use crate::export::{ExportError, ExportPlan};
-use crate::ingest::health::CameraStatus;
 use crate::store::Usage;
 
 /// An API failure, mapped to an HTTP status in [`IntoResponse`].
@@ -45,6 +46,10 @@ pub enum ApiError {
     /// Something failed inside the daemon.
     #[error("{0}")]
     Internal(String),
+    /// Pairing or unpairing failed; the code is the pairing error's own (`code_used`,
+    /// `broker_unreachable`, `ca_mismatch`, `timeout`, …).
+    #[error(transparent)]
+    Pairing(#[from] crate::pairing::enroll::PairError),
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -72,6 +77,20 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unavailable"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Pairing(e) => {
+                use crate::pairing::enroll::PairError as P;
+                let status = match e {
+                    P::BadCode(_) | P::Setup(_) => StatusCode::BAD_REQUEST,
+                    P::Refused { .. } | P::NotAuthorized(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    P::Unreachable { .. } | P::CaMismatch { .. } | P::BadAnswer(_) => {
+                        StatusCode::BAD_GATEWAY
+                    }
+                    P::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    P::Configured | P::AlreadyPaired(_) | P::NotPaired => StatusCode::CONFLICT,
+                    P::Identity(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (status, e.code())
+            }
         };
         let body = ErrorBody {
             error: ErrorDetail {
@@ -105,7 +124,6 @@ pub(crate) type AppState = Arc<DaemonState>;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/status", get(status))
-        .route("/api/v1/cameras", get(cameras))
         .route("/api/v1/uplink", get(uplink))
         .route("/api/v1/export/plan", get(export_plan))
         .route("/api/v1/export", get(export))
@@ -124,6 +142,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(sharing::audit))
         .route("/api/v1/audit/verify", get(sharing::audit_verify))
         .route("/api/v1/audit/export", get(sharing::audit_export))
+        .merge(pairing::routes())
+        .merge(cameras::routes())
 }
 
 /// The loopback control API: [`routes`] behind the bearer token (exposed for tests).
@@ -173,7 +193,7 @@ pub struct StatusResponse {
     pub version: String,
     /// Seconds since start.
     pub uptime_s: u64,
-    /// Paired with a city center (always false until pairing exists).
+    /// Paired with a city center (or given an identity in the configuration file).
     pub paired: bool,
     /// The city link: `disabled`, `connecting`, `connected` or `disconnected`.
     #[serde(default)]
@@ -202,6 +222,7 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let cameras = state
         .cameras
+        .snapshot()
         .iter()
         .map(|c| {
             let s = c.health.snapshot();
@@ -218,9 +239,9 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
     Ok(Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_s: state.started.elapsed().as_secs(),
-        paired: false,
+        paired: matches!(state.link.status().state, "paired" | "configured"),
         link: state
-            .uplink
+            .uplink()
             .as_ref()
             .map_or(crate::uplink::LinkState::Disabled, |u| u.status().state)
             .as_str()
@@ -234,49 +255,10 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
 async fn uplink(
     State(state): State<AppState>,
 ) -> Result<Json<crate::uplink::LinkStatus>, ApiError> {
-    Ok(Json(match &state.uplink {
+    Ok(Json(match &state.uplink() {
         None => crate::uplink::LinkStatus::disabled(),
         Some(u) => u.status(),
     }))
-}
-
-/// One camera in `GET /api/v1/cameras`: health plus what is buffered.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct CameraInfo {
-    /// Health snapshot.
-    #[serde(flatten)]
-    pub status: serde_json::Value,
-    /// What `record` says goes to disk.
-    pub record: crate::config::Record,
-    /// Oldest buffered time (UTC ms).
-    pub buffered_from_ms: Option<i64>,
-    /// Newest buffered time (UTC ms).
-    pub buffered_to_ms: Option<i64>,
-    /// Bytes buffered for this camera.
-    pub buffered_bytes: u64,
-}
-
-async fn cameras(State(state): State<AppState>) -> Result<Json<Vec<CameraInfo>>, ApiError> {
-    let store = state.store.clone();
-    let usage = tokio::task::spawn_blocking(move || store.usage())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let out = state
-        .cameras
-        .iter()
-        .map(|c| {
-            let status: CameraStatus = c.health.snapshot();
-            let span = usage.cameras.get(&c.spec.id);
-            CameraInfo {
-                status: serde_json::to_value(status).unwrap_or_default(),
-                record: c.spec.record,
-                buffered_from_ms: span.map(|s| s.first_ms),
-                buffered_to_ms: span.map(|s| s.last_ms),
-                buffered_bytes: span.map_or(0, |s| s.bytes),
-            }
-        })
-        .collect();
-    Ok(Json(out))
 }
 
 /// Query of the export routes.
@@ -300,7 +282,9 @@ fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
 }
 
 fn plan_for(state: &DaemonState, q: &ExportQuery) -> Result<ExportPlan, ApiError> {
-    if state.camera(&q.camera).is_none() {
+    // A removed camera's video stays exportable until the store evicts it.
+    if state.camera(&q.camera).is_none() && !state.store.usage().cameras.contains_key(&q.camera)
+    {
         return Err(ExportError::UnknownCamera(q.camera.clone()).into());
     }
     let from = parse_time("from", &q.from)?;

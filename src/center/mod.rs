@@ -21,11 +21,19 @@
 //! Errors are [`CenterError`]; outcomes that are answers rather than failures (a denied
 //! request, a timed-out wait, a clip whose hash does not match) are exit codes ([`exit`]).
 
+pub mod ca;
+pub mod codes;
 pub mod connection;
+pub mod enroll;
+pub mod fleet;
+pub mod geo;
 pub mod keygen;
 pub mod receive;
 pub mod request;
+pub mod revoke;
+pub mod serve;
 pub mod settings;
+pub mod store;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -72,6 +80,16 @@ pub enum Command {
     Receive(receive::Args),
     /// Print status, heartbeat, event, reply and audit messages of one box or all.
     Watch(watch::Args),
+    /// The city CA: create it, issue the broker's and the center's certificates.
+    Ca(ca::Args),
+    /// Issue and list single-use claim codes for residents.
+    Codes(codes::Args),
+    /// Answer the CSRs of pairing and renewing boxes (the enrollment service).
+    Serve(serve::Args),
+    /// The fleet: boxes from the registry, retained status and heartbeats (`--near` for a circle).
+    Fleet(fleet::Args),
+    /// Revoke a box: refuse its renewals and write the CRL for the broker.
+    RevokeBox(revoke::Args),
 }
 
 /// Why a center command failed.
@@ -138,17 +156,25 @@ pub enum CenterError {
 
 /// Runs the chosen subcommand on a Tokio runtime of its own.
 pub fn run(cli: Cli) -> Result<ExitCode, CenterError> {
-    if let Command::Keygen(args) = cli.command {
-        return keygen::run(args);
-    }
+    let command = match cli.command {
+        Command::Keygen(args) => return keygen::run(args),
+        Command::Ca(args) => return ca::run(args),
+        Command::Codes(args) => return codes::run(args),
+        Command::RevokeBox(args) => return revoke::run(args),
+        other => other,
+    };
     let settings = cli.connect.resolve()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CenterError::Usage(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async move {
-        match cli.command {
-            Command::Keygen(_) => unreachable!("handled above"),
+        match command {
+            Command::Keygen(_) | Command::Ca(_) | Command::Codes(_) | Command::RevokeBox(_) => {
+                unreachable!("handled above")
+            }
+            Command::Serve(args) => serve::run(&settings, args).await,
+            Command::Fleet(args) => fleet::run(&settings, args).await,
             Command::Request(args) => request::run(&settings, args).await,
             Command::Receive(args) => receive::run(&settings, args).await,
             Command::Watch(args) => watch::run(&settings, args).await,

@@ -71,7 +71,7 @@ impl Client {
         }
     }
 
-    /// POST (or PUT) JSON to a path and parse the JSON answer.
+    /// POST (or PUT, PATCH; DELETE without a body) JSON to a path and parse the JSON answer.
     pub fn send<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -81,20 +81,30 @@ impl Client {
         let url = format!("{}{}", self.base, path);
         let auth = format!("Bearer {}", self.token);
         let text = serde_json::to_string(body)?;
-        let req = match method {
-            "PUT" => self.agent.put(&url),
-            _ => self.agent.post(&url),
+        let resp = match method {
+            // ureq sends no body with DELETE.
+            "DELETE" => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            _ => {
+                let req = match method {
+                    "PUT" => self.agent.put(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    _ => self.agent.post(&url),
+                };
+                req.header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(text.as_bytes())
+            }
         };
-        let resp = req
-            .header("Authorization", &auth)
-            .header("Content-Type", "application/json")
-            .send(text.as_bytes())
-            .map_err(|e| {
-                anyhow!(
-                    "cannot reach the daemon at {}: {e} — is `porchlight run` running?",
-                    self.base
-                )
-            })?;
+        let resp = resp.map_err(|e| {
+            anyhow!(
+                "cannot reach the daemon at {}: {e} — is `porchlight run` running?",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let text = resp.into_body().read_to_string().unwrap_or_default();
         if !status.is_success() {

@@ -3,9 +3,11 @@
 //!
 //! Discovery runs here, in the CLI process, not through the daemon: it needs no store, works
 //! before the daemon was ever started, and its results go only to this terminal (see
-//! [`crate::discovery`] for the full reasoning).
+//! [`crate::discovery`] for the full reasoning). Whether a found camera is already added is
+//! asked of the running daemon (`GET /api/v1/cameras`: by ONVIF endpoint reference, then by
+//! address); without a daemon, the configuration file's camera addresses are used.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::config::{Config, Secret};
-use crate::discovery::onvif::{self, ProbeRequest};
+use crate::discovery::onvif;
 use crate::discovery::{self, DiscoverOptions, DiscoveredCamera};
 use crate::units::Dur;
 
@@ -28,6 +30,10 @@ pub struct Args {
     /// Repeatable.
     #[arg(long = "host", value_name = "IP")]
     pub hosts: Vec<IpAddr>,
+    /// Also probe every host of this private range, unicast and paced (at most a /22;
+    /// repeatable), e.g. 192.168.1.0/24: for networks that drop multicast.
+    #[arg(long = "range", value_name = "CIDR")]
+    pub ranges: Vec<crate::discovery::range::Range>,
     /// Probe only on this interface (repeatable; default: every up, multicast-capable one).
     #[arg(long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
@@ -49,21 +55,62 @@ pub struct Args {
     pub password_file: Option<PathBuf>,
 }
 
-/// The hosts of the configured cameras' URLs, to mark cameras already added.
-fn configured_hosts(config: Option<&Path>) -> HashSet<IpAddr> {
+/// Which cameras exist already: discovery id → camera id, and address → camera id.
+#[derive(Default)]
+struct Added {
+    by_discovery_id: HashMap<String, String>,
+    by_address: HashMap<IpAddr, String>,
+}
+
+impl Added {
+    fn camera(&self, c: &DiscoveredCamera) -> Option<&str> {
+        self.by_discovery_id
+            .get(&c.id)
+            .or_else(|| self.by_address.get(&c.address))
+            .map(String::as_str)
+    }
+}
+
+/// Asks the running daemon which cameras it has; without one, reads the configuration file.
+fn added_cameras(config: Option<&Path>) -> Added {
+    let mut out = Added::default();
+    let from_daemon = crate::cli::client::Client::from_config(config)
+        .and_then(|c| c.get::<Vec<serde_json::Value>>("/api/v1/cameras"));
+    if let Ok(cams) = from_daemon {
+        for c in cams {
+            let id = c["id"].as_str().unwrap_or_default().to_owned();
+            if let Some(d) = c["onvif"]["discovery_id"].as_str() {
+                out.by_discovery_id.insert(d.to_owned(), id.clone());
+            }
+            let addr = c["address"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .or_else(|| {
+                    c["url"]
+                        .as_str()
+                        .and_then(|u| url::Url::parse(u).ok())
+                        .and_then(|u| crate::cameras::url_ip(&u))
+                });
+            if let Some(a) = addr {
+                out.by_address.insert(a, id);
+            }
+        }
+        return out;
+    }
     let Ok(cfg) = Config::load_or_default(config) else {
-        return HashSet::new();
+        return out;
     };
-    cfg.cameras
-        .iter()
-        .flat_map(|c| std::iter::once(&c.url).chain(c.substream_url.as_ref()))
-        .filter_map(|u| url::Url::parse(u).ok())
-        .filter_map(|u| match u.host()? {
-            url::Host::Ipv4(a) => Some(IpAddr::V4(a)),
-            url::Host::Ipv6(a) => Some(IpAddr::V6(a)),
-            url::Host::Domain(d) => d.parse().ok(),
-        })
-        .collect()
+    for c in &cfg.cameras {
+        for u in std::iter::once(&c.url).chain(c.substream_url.as_ref()) {
+            if let Some(a) = url::Url::parse(u)
+                .ok()
+                .and_then(|u| crate::cameras::url_ip(&u))
+            {
+                out.by_address.insert(a, c.id.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Runs discovery (and the probe when asked).
@@ -73,19 +120,23 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         hosts: args.hosts.clone(),
         interfaces: args.interfaces.clone(),
         include_loopback: args.loopback,
+        ranges: args.ranges.clone(),
         ..DiscoverOptions::default()
     };
     let cams = discovery::discover(&opts)?;
     if let Some(id) = &args.probe {
         return probe(&cams, id, &args);
     }
-    let added = configured_hosts(config);
+    let added = added_cameras(config);
     if args.json {
         let rows: Vec<serde_json::Value> = cams
             .iter()
             .map(|c| {
                 let mut v = serde_json::to_value(c).unwrap_or_default();
-                v["configured"] = added.contains(&c.address).into();
+                let camera = added.camera(c);
+                v["configured"] = camera.is_some().into();
+                v["added"] = camera.is_some().into();
+                v["camera_id"] = camera.into();
                 v
             })
             .collect();
@@ -94,7 +145,7 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     }
     if cams.is_empty() {
         println!(
-            "no cameras found in {} (a router or VLAN may drop multicast: try --host IP)",
+            "no cameras found in {} (a router or VLAN may drop multicast: try --host IP or --range CIDR)",
             args.timeout
         );
         return Ok(ExitCode::SUCCESS);
@@ -116,43 +167,20 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
             make,
             c.address.to_string(),
             if c.onvif { "yes" } else { "no" },
-            if added.contains(&c.address) {
-                "yes"
-            } else {
-                "no"
+            match added.camera(c) {
+                Some(id) => format!("yes ({id})"),
+                None => "no".to_owned(),
             }
         );
     }
-    println!("\nadd one: porchlight discover --probe ID --username USER --password-file FILE");
+    println!("\nadd one: porchlight cameras add --from-discovery ID --username USER --password-file FILE");
+    println!("(or print its [[cameras]] entry: porchlight discover --probe ID --username USER --password-file FILE)");
     Ok(ExitCode::SUCCESS)
 }
 
 /// A config-safe camera id from a display name.
 fn suggest_id(c: &DiscoveredCamera) -> String {
-    let base: String = c
-        .name
-        .as_deref()
-        .unwrap_or("camera")
-        .chars()
-        .map(|ch| {
-            if ch.is_ascii_alphanumeric() {
-                ch.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let base = base
-        .split('-')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("-");
-    let id: String = base.chars().take(32).collect();
-    if crate::config::valid_camera_id(&id) {
-        id
-    } else {
-        format!("cam-{}", c.id)
-    }
+    crate::cameras::id_from_name(c.name.as_deref(), &format!("cam-{}", c.id))
 }
 
 fn toml_str(s: &str) -> String {
@@ -177,43 +205,16 @@ fn probe(cams: &[DiscoveredCamera], id: &str, args: &Args) -> anyhow::Result<Exi
     let password = Secret::new(password.trim_end_matches(['\r', '\n']));
     // Only XAddrs on the address the device answered from; a camera that advertises
     // none there is asked at the standard path on that address.
-    let mut candidates: Vec<String> = cam
-        .xaddrs
-        .iter()
-        .filter(|x| {
-            url::Url::parse(x)
-                .is_ok_and(|u| u.scheme() == "http" && onvif::same_host(&u, cam.address))
-        })
-        .cloned()
-        .collect();
-    if candidates.is_empty() {
-        let host = match cam.address {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
-        };
-        candidates.push(format!("http://{host}/onvif/device_service"));
-    }
-    let mut last = None;
-    for xaddr in candidates {
-        let req = ProbeRequest {
-            device_url: xaddr,
-            approved: cam.address,
-            username: username.clone(),
-            password: password.clone(),
-            timeout: Duration::from_secs(10),
-        };
-        match onvif::probe_device(&req) {
-            Ok(report) => {
-                print_entry(cam, &report, &username, pw_path);
-                return Ok(ExitCode::SUCCESS);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no device address")))
-    .with_context(|| format!("ONVIF probe of camera {id} at {}", cam.address))
+    let (report, _) = onvif::probe_first(
+        &cam.device_urls(),
+        cam.address,
+        &username,
+        &password,
+        Duration::from_secs(10),
+    )
+    .with_context(|| format!("ONVIF probe of camera {id} at {}", cam.address))?;
+    print_entry(cam, &report, &username, pw_path);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_entry(cam: &DiscoveredCamera, r: &onvif::DeviceReport, username: &str, pw: &Path) {

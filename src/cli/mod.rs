@@ -9,6 +9,7 @@ pub mod client;
 pub mod consent;
 pub mod discover;
 pub mod export;
+pub mod pair;
 pub mod requests;
 pub mod run;
 pub mod selftest;
@@ -42,7 +43,8 @@ pub enum Command {
     Run(run::Args),
     /// Summary: cameras, storage use against the quota, oldest buffered time.
     Status(status::Args),
-    /// Each camera's state, codec, resolution, rates and buffered span.
+    /// Each camera's state, codec, resolution, rates and buffered span; `cameras add|edit|remove`
+    /// changes the cameras at run time.
     Cameras(cameras::Args),
     /// Write a time range of one camera to an MP4 file.
     Export(export::Args),
@@ -68,6 +70,10 @@ pub enum Command {
     Selftest(selftest::Args),
     /// Find cameras on the network (ONVIF, mDNS); `--probe ID` prints one's `[[cameras]]` entry.
     Discover(discover::Args),
+    /// Pair the box with the city using a claim code (no restart).
+    Pair(pair::Args),
+    /// Forget the box's city identity: sharing stops (asks for `--yes`).
+    Unpair(pair::UnpairArgs),
 }
 
 /// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
@@ -105,6 +111,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume => requests::switch(config, false),
         Command::Audit(args) => audit::run(config, args),
         Command::Discover(args) => discover::run(config, args),
+        Command::Pair(args) => pair::run(config, args),
+        Command::Unpair(args) => pair::unpair(config, args),
         Command::Selftest(args) => selftest::run(args),
     }
 }

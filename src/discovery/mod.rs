@@ -54,6 +54,7 @@
 pub mod mdns;
 pub mod net;
 pub mod onvif;
+pub mod range;
 pub mod wsd;
 pub mod xml;
 
@@ -102,6 +103,30 @@ pub struct DiscoveredCamera {
     pub key: String,
 }
 
+impl DiscoveredCamera {
+    /// The device service addresses credentials may go to: the advertised XAddrs on the
+    /// address the device answered from, else the standard path on that address.
+    pub fn device_urls(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .xaddrs
+            .iter()
+            .filter(|x| {
+                url::Url::parse(x)
+                    .is_ok_and(|u| u.scheme() == "http" && onvif::same_host(&u, self.address))
+            })
+            .cloned()
+            .collect();
+        if out.is_empty() {
+            let host = match self.address {
+                IpAddr::V4(a) => a.to_string(),
+                IpAddr::V6(a) => format!("[{a}]"),
+            };
+            out.push(format!("http://{host}/onvif/device_service"));
+        }
+        out
+    }
+}
+
 /// What [`discover`] does.
 #[derive(Clone, Debug)]
 pub struct DiscoverOptions {
@@ -117,6 +142,10 @@ pub struct DiscoverOptions {
     pub wsd: bool,
     /// Run the mDNS browse.
     pub mdns: bool,
+    /// Send multicast on the interfaces (false: only the unicast `hosts` and `ranges`).
+    pub multicast: bool,
+    /// Private ranges to probe host by host (paced; see [`range`]).
+    pub ranges: Vec<range::Range>,
 }
 
 impl Default for DiscoverOptions {
@@ -128,6 +157,8 @@ impl Default for DiscoverOptions {
             include_loopback: false,
             wsd: true,
             mdns: true,
+            multicast: true,
+            ranges: Vec::new(),
         }
     }
 }
@@ -235,9 +266,13 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, std::io::Result<T>>) -> std::io:
 
 /// Runs WS-Discovery and the mDNS browse at once for `opts.timeout` and merges the results.
 pub fn discover(opts: &DiscoverOptions) -> Result<Vec<DiscoveredCamera>, DiscoveryError> {
-    let ifaces = net::interfaces(opts.include_loopback, &opts.interfaces)
-        .map_err(DiscoveryError::Interfaces)?;
-    if ifaces.is_empty() && opts.hosts.is_empty() {
+    let ifaces = if opts.multicast {
+        net::interfaces(opts.include_loopback, &opts.interfaces)
+            .map_err(DiscoveryError::Interfaces)?
+    } else {
+        Vec::new()
+    };
+    if ifaces.is_empty() && opts.hosts.is_empty() && opts.ranges.is_empty() {
         let which = if opts.interfaces.is_empty() {
             String::new()
         } else {
@@ -249,8 +284,10 @@ pub fn discover(opts: &DiscoverOptions) -> Result<Vec<DiscoveredCamera>, Discove
         interfaces = ?ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         "Discovering cameras."
     );
-    let (w, m) = std::thread::scope(|s| {
-        let w = opts.wsd.then(|| {
+    let (w, m, r) = std::thread::scope(|s| {
+        let r = (opts.wsd && !opts.ranges.is_empty())
+            .then(|| s.spawn(|| range::probe(&opts.ranges, opts.timeout)));
+        let w = (opts.wsd && (!ifaces.is_empty() || !opts.hosts.is_empty())).then(|| {
             s.spawn(|| {
                 wsd::probe(&wsd::ProbeOptions {
                     timeout: opts.timeout,
@@ -263,8 +300,16 @@ pub fn discover(opts: &DiscoverOptions) -> Result<Vec<DiscoveredCamera>, Discove
         let m = opts
             .mdns
             .then(|| s.spawn(|| mdns::browse(&ifaces, &opts.hosts, opts.timeout)));
-        (w.map(join), m.map(join))
+        (w.map(join), m.map(join), r.map(join))
     });
+    let ranged = match r {
+        Some(Ok(v)) => v,
+        Some(Err(error)) => {
+            tracing::warn!(%error, "The range probe failed.");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     let (w, m) = match (w, m) {
         (Some(Err(e)), None | Some(Err(_))) | (None, Some(Err(e))) => {
             return Err(DiscoveryError::Send(e))
@@ -287,6 +332,8 @@ pub fn discover(opts: &DiscoverOptions) -> Result<Vec<DiscoveredCamera>, Discove
         }
         None => Vec::new(),
     };
+    let mut wsd = wsd;
+    wsd.extend(ranged);
     Ok(merge(wsd, mdns))
 }
 

@@ -8,8 +8,9 @@
 //!    VLAN), so every token is stamped with *camera* time (our clock plus the offset measured
 //!    here).
 //! 2. `GetDeviceInformation` (manufacturer, model, firmware, serial).
-//! 3. `GetCapabilities` for the media service address (falls back to the device service
-//!    address, where many cameras serve media too).
+//! 3. `GetCapabilities` for the media service address; where that fails (ONVIF 2.x-only
+//!    firmware drops it), `GetServices`; failing both, the device service address, where many
+//!    cameras serve media too.
 //! 4. Media `GetProfiles`, then `GetStreamUri` (RTP-Unicast over RTSP) for each video profile.
 //!    The largest resolution becomes `url`, the smallest `substream_url`.
 //!
@@ -270,6 +271,9 @@ pub enum Op<'a> {
     GetDeviceInformation,
     /// `tds:GetCapabilities` (All).
     GetCapabilities,
+    /// `tds:GetServices` (the ONVIF 2.x replacement of GetCapabilities; some newer firmware
+    /// answers only this).
+    GetServices,
     /// `trt:GetProfiles`.
     GetProfiles,
     /// `trt:GetStreamUri` for a profile token.
@@ -283,6 +287,7 @@ impl Op<'_> {
             Op::GetSystemDateAndTime => "GetSystemDateAndTime",
             Op::GetDeviceInformation => "GetDeviceInformation",
             Op::GetCapabilities => "GetCapabilities",
+            Op::GetServices => "GetServices",
             Op::GetProfiles => "GetProfiles",
             Op::GetStreamUri(_) => "GetStreamUri",
         }
@@ -304,6 +309,9 @@ impl Op<'_> {
             }
             Op::GetCapabilities => format!(
                 r#"<tds:GetCapabilities xmlns:tds="{NS_TDS}"><tds:Category>All</tds:Category></tds:GetCapabilities>"#
+            ),
+            Op::GetServices => format!(
+                r#"<tds:GetServices xmlns:tds="{NS_TDS}"><tds:IncludeCapability>false</tds:IncludeCapability></tds:GetServices>"#
             ),
             Op::GetProfiles => format!(r#"<trt:GetProfiles xmlns:trt="{NS_TRT}"/>"#),
             Op::GetStreamUri(token) => format!(
@@ -450,6 +458,29 @@ pub fn parse_capabilities(bytes: &[u8]) -> Result<Option<String>, OnvifError> {
         .and_then(|c| c.path(&[(NS_TT, "Media"), (NS_TT, "XAddr")]))
         .map(|x| x.text_capped(MAX_FIELD))
         .filter(|s| !s.is_empty()))
+}
+
+/// The media (ver10) service address from `GetServices`, when listed.
+pub fn parse_services(bytes: &[u8]) -> Result<Option<String>, OnvifError> {
+    let doc = parse_envelope(Op::GetServices, bytes)?;
+    let Some(r) = body(&doc).child(NS_TDS, "GetServicesResponse") else {
+        return Err(OnvifError::Missing {
+            action: "GetServices",
+            missing: "GetServicesResponse",
+        });
+    };
+    let media = r
+        .children()
+        .filter(|c| c.is(NS_TDS, "Service"))
+        .take(64)
+        .find(|svc| {
+            svc.child(NS_TDS, "Namespace")
+                .is_some_and(|n| n.text().trim() == NS_TRT)
+        })
+        .and_then(|svc| svc.child(NS_TDS, "XAddr"))
+        .map(|x| x.text_capped(MAX_FIELD))
+        .filter(|s| !s.is_empty());
+    Ok(media)
 }
 
 /// `GetProfiles`: every profile (with or without video).
@@ -845,19 +876,105 @@ impl Client<'_> {
     }
 }
 
+/// Asks a device for its identity **without credentials** (`GetDeviceInformation` with no
+/// token; many cameras answer it openly). Used to recognise a camera that moved before any
+/// credential goes to its new address. `approved` is the address being checked: nothing is
+/// sent anywhere else. A camera that demands credentials answers [`OnvifError::Unauthorized`].
+pub fn identify(
+    device_url: &str,
+    approved: IpAddr,
+    timeout: Duration,
+) -> Result<DeviceInfo, OnvifError> {
+    let device = checked_service_url("device service address", device_url, approved)?;
+    let req = ProbeRequest {
+        device_url: device_url.to_owned(),
+        approved,
+        username: String::new(),
+        password: Secret::new(""),
+        timeout,
+    };
+    let mut c = Client {
+        agent: agent(timeout),
+        req: &req,
+        offset_s: 0,
+        digest: None,
+        // No HTTP digest either: an empty user name is all a challenge would get.
+        nc: 0,
+    };
+    parse_device_information(&c.call(&device, Op::GetDeviceInformation, false)?)
+}
+
+/// Whether an ONVIF device answers at `device_url` at all (unauthenticated
+/// `GetSystemDateAndTime`, which every ONVIF device must answer).
+pub fn answers(device_url: &str, approved: IpAddr, timeout: Duration) -> bool {
+    let Ok(device) = checked_service_url("device service address", device_url, approved) else {
+        return false;
+    };
+    let req = ProbeRequest {
+        device_url: device_url.to_owned(),
+        approved,
+        username: String::new(),
+        password: Secret::new(""),
+        timeout,
+    };
+    let mut c = Client {
+        agent: agent(timeout),
+        req: &req,
+        offset_s: 0,
+        digest: None,
+        nc: 0,
+    };
+    c.call(&device, Op::GetSystemDateAndTime, false)
+        .and_then(|b| parse_system_date_and_time(&b))
+        .is_ok()
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .max_redirects(0)
+        .proxy(None)
+        .build()
+        .new_agent()
+}
+
+/// [`probe_device`] on each candidate device address in turn (all on `approved`), returning
+/// the first that works with the address it worked at, or the last error.
+pub fn probe_first(
+    device_urls: &[String],
+    approved: IpAddr,
+    username: &str,
+    password: &Secret,
+    timeout: Duration,
+) -> Result<(DeviceReport, String), OnvifError> {
+    let mut last = None;
+    for url in device_urls {
+        let req = ProbeRequest {
+            device_url: url.clone(),
+            approved,
+            username: username.to_owned(),
+            password: password.clone(),
+            timeout,
+        };
+        match probe_device(&req) {
+            Ok(r) => return Ok((r, url.clone())),
+            // The camera said no to these credentials: asking again elsewhere changes nothing.
+            Err(e @ OnvifError::Unauthorized { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        OnvifError::NoStream("the camera has no device address on its own host".into())
+    }))
+}
+
 /// Asks the device at `req.device_url` for its identity and streams. Credentials go only to
 /// `req.approved`.
 pub fn probe_device(req: &ProbeRequest) -> Result<DeviceReport, OnvifError> {
     let device = checked_service_url("device service address", &req.device_url, req.approved)?;
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(req.timeout))
-        .max_redirects(0)
-        .proxy(None)
-        .build()
-        .new_agent();
     let mut c = Client {
-        agent,
+        agent: agent(req.timeout),
         req,
         offset_s: 0,
         digest: None,
@@ -887,8 +1004,20 @@ pub fn probe_device(req: &ProbeRequest) -> Result<DeviceReport, OnvifError> {
         Ok(None) => device.clone(),
         Err(e @ OnvifError::Unauthorized { .. }) => return Err(e),
         Err(error) => {
-            debug!(%error, "GetCapabilities failed; trying media on the device address.");
-            device.clone()
+            debug!(%error, "GetCapabilities failed; asking GetServices.");
+            match c
+                .call(&device, Op::GetServices, true)
+                .and_then(|b| parse_services(&b))
+            {
+                Ok(Some(x)) => checked_service_url("media service address", &x, req.approved)?,
+                Err(e @ OnvifError::Unauthorized { .. }) => return Err(e),
+                Ok(None) | Err(_) => {
+                    debug!(
+                        "GetServices gave no media address; trying media on the device address."
+                    );
+                    device.clone()
+                }
+            }
         }
     };
     // 4. Profiles and stream URIs.

@@ -134,9 +134,7 @@ impl PairErrorCode {
             PairErrorCode::CodeUsed => {
                 "this claim code was already used to pair another box; ask the city for a new one"
             }
-            PairErrorCode::CodeExpired => {
-                "this claim code has expired; ask the city for a new one"
-            }
+            PairErrorCode::CodeExpired => "this claim code has expired; ask the city for a new one",
             PairErrorCode::Revoked => "the city has revoked this box",
             PairErrorCode::BadCsr => "the city could not read the box's certificate request",
             PairErrorCode::Internal => "the city's pairing service failed; try again later",
@@ -206,9 +204,16 @@ mod tests {
     #[test]
     fn claim_codes_normalize_what_people_type() {
         assert_eq!(normalize_claim("abcd-efgh-jkmn").unwrap(), "ABCDEFGHJKMN");
-        assert_eq!(normalize_claim(" 0OIL 2345 6789").unwrap(), "0011".to_owned() + "23456789");
-        assert!(normalize_claim("ABCD-EFGH-JKMU").unwrap_err().contains("'U'"));
-        assert!(normalize_claim("ABCD").unwrap_err().contains("12 characters"));
+        assert_eq!(
+            normalize_claim(" 0OIL 2345 6789").unwrap(),
+            "0011".to_owned() + "23456789"
+        );
+        assert!(normalize_claim("ABCD-EFGH-JKMU")
+            .unwrap_err()
+            .contains("'U'"));
+        assert!(normalize_claim("ABCD")
+            .unwrap_err()
+            .contains("12 characters"));
         assert!(normalize_claim("ABCD/EFGH+JKMN").is_err());
         assert_eq!(display_claim("ABCDEFGHJKMN"), "ABCD-EFGH-JKMN");
     }

@@ -10,4 +10,4 @@ pub mod manifest;
 pub mod request;
 pub mod service;
 
-pub use service::{Reply, Sharing, SharingError, SharingOptions};
+pub use service::{Reply, Sharing, SharingError, SharingLink, SharingOptions};

@@ -32,7 +32,6 @@ use crate::consent::{
     self, CameraRules, Cancelled, Engine, EngineOptions, EngineState, Event, Kind, Now, Refusal,
     Verdict,
 };
-use crate::ingest::live::LiveFeed;
 use crate::ingest::now_ms;
 use crate::store::Store;
 use crate::uplink::framing;
@@ -91,28 +90,38 @@ pub struct Sharing {
     engine: Mutex<Engine>,
     tree: sled::Tree,
     audit: Arc<AuditLog>,
-    uplink: Option<UplinkHandle>,
-    verifier: Option<RequestVerifier>,
+    /// The city link; `None` while the box is not paired. Swapped by [`Sharing::attach`] and
+    /// [`Sharing::detach`] (pairing and unpairing happen without a restart).
+    link: std::sync::RwLock<Option<Arc<SharingLink>>>,
+    /// Bumped on every attach/detach, so the request intake follows the current link.
+    link_generation: watch::Sender<u64>,
     replay: ReplayGuard,
-    cameras: HashMap<String, LiveFeed>,
+    /// The current cameras (they come and go at run time): which exist, and their live feeds.
+    cameras: Arc<crate::cameras::CameraSet>,
     options: SharingOptions,
     feeds: Mutex<HashMap<String, watch::Sender<Option<LiveEnd>>>>,
     store: Arc<Store>,
-    /// The box's certificate key, which signs clip manifests.
-    box_key: Option<PathBuf>,
+}
+
+/// What sharing needs from the city link: the uplink, the verifier of the center's requests
+/// (absent when no request key is known: every request is then rejected) and the box's
+/// certificate key, which signs clip manifests.
+pub struct SharingLink {
+    /// The uplink.
+    pub uplink: UplinkHandle,
+    /// Verifies the center's signed requests.
+    pub verifier: Option<RequestVerifier>,
+    /// The box's private key file (PEM).
+    pub box_key: Option<PathBuf>,
 }
 
 impl Sharing {
-    /// Opens the consent state and replay record in `db`. Without `uplink` (not paired) the
-    /// resident can still set rules; nothing is shared.
-    #[allow(clippy::too_many_arguments)]
+    /// Opens the consent state and replay record in `db`. Until [`Sharing::attach`] gives it
+    /// a city link (not paired), the resident can still set rules; nothing is shared.
     pub fn open(
         store: Arc<Store>,
-        box_key: Option<PathBuf>,
         audit: Arc<AuditLog>,
-        uplink: Option<UplinkHandle>,
-        verifier: Option<RequestVerifier>,
-        cameras: HashMap<String, LiveFeed>,
+        cameras: Arc<crate::cameras::CameraSet>,
         options: SharingOptions,
     ) -> Result<Arc<Sharing>, SharingError> {
         let db = store.db();
@@ -136,38 +145,70 @@ impl Sharing {
             engine: Mutex::new(Engine::restore(engine_options, state)),
             tree,
             audit,
-            uplink,
-            verifier,
+            link: std::sync::RwLock::new(None),
+            link_generation: watch::channel(0).0,
             replay,
             cameras,
             options,
             feeds: Mutex::new(HashMap::new()),
             store: store.clone(),
-            box_key,
         });
-        if let Some(up) = &sharing.uplink {
-            // Queued clip chunks leave only while their grant stands (checked at send time).
-            let weak = Arc::downgrade(&sharing);
-            up.set_gate(Arc::new(move |grant: &str| {
-                weak.upgrade().is_some_and(|s| {
-                    let e = s.engine();
-                    !e.is_paused() && e.grant(grant).is_some()
-                })
-            }));
+        Ok(sharing)
+    }
+
+    /// Gives sharing its city link (at start when paired, or when pairing completes): from
+    /// now on requests are taken from its inbox and replies, audit entries and video go out
+    /// through it.
+    pub fn attach(self: &Arc<Self>, link: SharingLink) {
+        // Queued clip chunks leave only while their grant stands (checked at send time).
+        let weak = Arc::downgrade(self);
+        link.uplink.set_gate(Arc::new(move |grant: &str| {
+            weak.upgrade().is_some_and(|s| {
+                let e = s.engine();
+                !e.is_paused() && e.grant(grant).is_some()
+            })
+        }));
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(link));
+        self.link_generation.send_modify(|g| *g += 1);
+    }
+
+    /// Takes the city link away (unpairing): every live feed ends, every grant is revoked
+    /// (audited), and nothing more is shared until the next [`Sharing::attach`].
+    pub fn detach(&self) -> Result<(), SharingError> {
+        let ids: Vec<String> = self.engine().grants().map(|g| g.id.clone()).collect();
+        for id in ids {
+            if let Ok(grant) = self.engine().revoke(&id) {
+                self.persist()?;
+                self.stop_feed(&grant.id, LiveEnd::Revoked);
+                self.record(
+                    NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                        .request(&grant.id)
+                        .camera(&grant.camera)
+                        .detail(json!({"reason": "unpaired"})),
+                )?;
+            }
         }
-        // Live grants that outlived a restart have no feed any more: end them honestly.
-        let stale: Vec<String> = sharing
+        *self.link.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.link_generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Ends live grants that outlived a restart (their feed is gone): a `failed` reply with
+    /// `gateway_restarted` and an audit entry each. Called once after start-up (after
+    /// [`Sharing::attach`] when paired, so the replies reach the center).
+    pub fn end_stale_live_grants(&self) -> Result<(), SharingError> {
+        let stale: Vec<String> = self
             .engine()
             .grants()
             .filter(|g| g.kind() == Kind::Live)
             .map(|g| g.id.clone())
             .collect();
         for id in stale {
-            let ended = sharing.engine().revoke(&id);
+            let ended = self.engine().revoke(&id);
             if let Ok(grant) = ended {
-                sharing.persist()?;
-                sharing.reply(&grant.id, "failed", Some("gateway_restarted"), None);
-                sharing.record(
+                self.persist()?;
+                self.reply(&grant.id, "failed", Some("gateway_restarted"), None);
+                self.record(
                     NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
                         .request(&grant.id)
                         .camera(&grant.camera)
@@ -175,7 +216,26 @@ impl Sharing {
                 )?;
             }
         }
-        Ok(sharing)
+        Ok(())
+    }
+
+    /// Appends an entry to the audit chain (and queues it to the center when paired): for
+    /// events outside sharing, like pairing.
+    pub fn append_audit(&self, entry: NewEntry) -> Result<(), SharingError> {
+        self.record(entry)
+    }
+
+    /// The current city link, if paired.
+    fn link(&self) -> Option<Arc<SharingLink>> {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the box has a city link (paired).
+    pub fn is_linked(&self) -> bool {
+        self.link
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
@@ -192,7 +252,8 @@ impl Sharing {
     /// Appends to the audit chain and queues the entry to the center.
     fn record(&self, entry: NewEntry) -> Result<(), SharingError> {
         let e = self.audit.append(entry)?;
-        if let (Some(up), Ok(bytes)) = (&self.uplink, e.to_json_bytes()) {
+        if let (Some(link), Ok(bytes)) = (self.link(), e.to_json_bytes()) {
+            let up = &link.uplink;
             if let Err(err) = up.queue(Record::inline(up.topics().audit(), false, bytes)) {
                 warn!(error = %err, seq = e.seq, "Audit entry not queued to the center");
             }
@@ -218,7 +279,8 @@ impl Sharing {
 
     /// Queues a reply to the center (QoS 1 through the outbox).
     fn reply(&self, request_id: &str, status: &str, reason: Option<&str>, until: Option<i64>) {
-        let Some(up) = &self.uplink else { return };
+        let Some(link) = self.link() else { return };
+        let up = &link.uplink;
         let r = Reply {
             request_id: request_id.to_owned(),
             status: status.to_owned(),
@@ -233,19 +295,37 @@ impl Sharing {
         }
     }
 
-    /// Takes requests from the uplink's inbox until shutdown.
+    /// Takes requests from the current uplink's inbox until shutdown, following attach and
+    /// detach.
     pub async fn run_intake(self: Arc<Self>, shutdown: crate::daemon::Shutdown) {
-        let Some(up) = self.uplink.clone() else {
-            return;
-        };
-        let inbox = up.inbox().clone();
+        let mut generation = self.link_generation.subscribe();
+        loop {
+            generation.mark_unchanged();
+            match self.link() {
+                Some(link) => {
+                    let inbox = link.uplink.inbox().clone();
+                    drop(link);
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait() => return,
+                        _ = generation.changed() => {}
+                        _ = self.clone().take_requests(inbox) => {}
+                    }
+                }
+                None => tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => return,
+                    _ = generation.changed() => {}
+                },
+            }
+        }
+    }
+
+    /// Handles requests from `inbox` one at a time, for as long as it is polled.
+    async fn take_requests(self: Arc<Self>, inbox: crate::uplink::inbox::Inbox) {
         let mut reader = inbox.reader();
         loop {
-            let (key, payload) = tokio::select! {
-                biased;
-                _ = shutdown.wait() => return,
-                next = reader.next() => next,
-            };
+            let (key, payload) = reader.next().await;
             let me = self.clone();
             let handled = tokio::task::spawn_blocking(move || me.handle_request(&payload)).await;
             match handled {
@@ -270,13 +350,14 @@ impl Sharing {
                 .request(&peek)
                 .detail(json!({"bytes": payload.len()})),
         )?;
-        let Some(verifier) = &self.verifier else {
+        let link = self.link();
+        let Some(verifier) = link.as_ref().and_then(|l| l.verifier.as_ref()) else {
             return self.reject(&peek, "no_request_key");
         };
         let valid = match verifier.accept(
             payload,
             now / 1000,
-            |c| self.cameras.contains_key(c),
+            |c| self.cameras.contains(c),
             &self.replay,
         ) {
             Ok(v) => v,
@@ -402,9 +483,10 @@ impl Sharing {
     /// message is tied to the grant, so a revoke or pause drops whatever is still queued.
     fn queue_clip(&self, grant: &consent::Grant) -> Result<(), &'static str> {
         use sha2::Digest;
-        let Some(up) = &self.uplink else {
+        let Some(link) = self.link() else {
             return Err("not_connected");
         };
+        let up = &link.uplink;
         let consent::Scope::Clip { from_ms, to_ms } = grant.scope else {
             return Err("not_a_clip");
         };
@@ -462,7 +544,7 @@ impl Sharing {
             bytes,
             sha256: hex::encode(hash.finalize()),
         };
-        let body = match &self.box_key {
+        let body = match &link.box_key {
             Some(key) => manifest.signed_body(key).map_err(|e| {
                 warn!(error = %e, "Clip manifest not signed");
                 "cannot_sign"
@@ -499,8 +581,8 @@ impl Sharing {
 
     fn start_feed(self: &Arc<Self>, grant: consent::Grant) {
         let (Some(up), Some(feed)) = (
-            self.uplink.clone(),
-            self.cameras.get(&grant.camera).cloned(),
+            self.link().map(|l| l.uplink.clone()),
+            self.cameras.live(&grant.camera),
         ) else {
             return;
         };
@@ -666,7 +748,7 @@ impl Sharing {
 
     /// The resident changes a camera's rules.
     pub fn set_rules(&self, camera: &str, rules: CameraRules) -> Result<(), SharingError> {
-        if !self.cameras.contains_key(camera) {
+        if !self.cameras.contains(camera) {
             return Err(SharingError::UnknownCamera(camera.to_owned()));
         }
         let before = self.engine().rules(camera);
@@ -680,13 +762,23 @@ impl Sharing {
         self.ended(events, Actor::Resident)
     }
 
+    /// Records a camera the resident added or removed (`camera_added` / `camera_removed`) in
+    /// the audit chain, queued to the center like every entry. The detail must not name
+    /// addresses, URLs or credentials.
+    pub fn record_camera_change(&self, entry: NewEntry) -> Result<(), SharingError> {
+        self.record(entry)
+    }
+
     /// The rules of every camera (deny-by-default for cameras never set).
     pub fn rules(&self) -> Vec<(String, CameraRules)> {
         let engine = self.engine();
-        let mut ids: Vec<&String> = self.cameras.keys().collect();
-        ids.sort();
-        ids.into_iter()
-            .map(|c| (c.clone(), engine.rules(c)))
+        self.cameras
+            .ids()
+            .into_iter()
+            .map(|c| {
+                let r = engine.rules(&c);
+                (c, r)
+            })
             .collect()
     }
 

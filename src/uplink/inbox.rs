@@ -67,6 +67,14 @@ impl Inbox {
         Ok(())
     }
 
+    /// Deletes every pending request (unpairing). Returns how many there were.
+    pub fn clear(&self) -> Result<usize, InboxError> {
+        let n = self.tree.len();
+        self.tree.clear()?;
+        self.tree.flush()?;
+        Ok(n)
+    }
+
     /// Requests not yet done.
     pub fn len(&self) -> usize {
         self.tree.len()

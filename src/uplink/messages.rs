@@ -40,6 +40,16 @@ impl Topics {
         format!("{}/request", self.base)
     }
 
+    /// `{root}/gw/{gw}/csr` — a renewal CSR (QoS 1 via the outbox; `docs/protocol.md`).
+    pub fn csr(&self) -> String {
+        format!("{}/csr", self.base)
+    }
+
+    /// `{root}/gw/{gw}/cert` — the center's answer to a renewal CSR (subscribed, QoS 1).
+    pub fn cert(&self) -> String {
+        format!("{}/cert", self.base)
+    }
+
     /// `{root}/gw/{gw}/reply` — QoS 1 via the outbox.
     pub fn reply(&self) -> String {
         format!("{}/reply", self.base)

@@ -277,6 +277,11 @@ struct Shared {
     max_packet_size: usize,
     link: Mutex<LinkInfo>,
     notify: tokio::sync::Notify,
+    /// Asks the worker to end the connection cleanly and connect again at once (a renewed
+    /// certificate is loaded by the next attempt).
+    reconnect: tokio::sync::Notify,
+    /// Answers to renewal CSRs (`{root}/gw/{gw}/cert`), for the pairing module.
+    renewals: tokio::sync::broadcast::Sender<Vec<u8>>,
 }
 
 /// The send-time consent check for queued messages tied to a grant.
@@ -402,6 +407,26 @@ impl UplinkHandle {
         &self.shared.inbox
     }
 
+    /// Ends the current connection cleanly (no last will) and connects again at once, loading
+    /// the TLS material anew: how a renewed certificate takes effect. Nothing queued is lost
+    /// (unacknowledged outbox messages are sent again on the new connection).
+    pub fn reconnect(&self) {
+        self.shared.reconnect.notify_one();
+    }
+
+    /// Answers the center publishes on `{root}/gw/{gw}/cert` (renewal), from now on.
+    pub fn renewal_results(&self) -> tokio::sync::broadcast::Receiver<Vec<u8>> {
+        self.shared.renewals.subscribe()
+    }
+
+    /// Deletes everything queued in the outbox and the request inbox (unpairing).
+    /// Returns (outbox messages, inbox requests) deleted.
+    pub fn clear_queues(&self) -> Result<(u64, usize), UplinkError> {
+        let out = self.shared.outbox.clear()?;
+        let inb = self.shared.inbox.clear()?;
+        Ok((out, inb))
+    }
+
     /// Sends a live-feed message at QoS 0, or drops it at once (never waits).
     pub fn publish_live(&self, topic: String, payload: Vec<u8>) -> Result<(), LiveRefused> {
         let size = publish_packet_size(topic.len(), payload.len(), false);
@@ -511,6 +536,8 @@ impl Uplink {
             max_packet_size: settings.max_packet_size,
             link: Mutex::new(LinkInfo::default()),
             notify: tokio::sync::Notify::new(),
+            reconnect: tokio::sync::Notify::new(),
+            renewals: tokio::sync::broadcast::channel(4).0,
         });
         shared.set_state(LinkState::Connecting);
         let handle = UplinkHandle {

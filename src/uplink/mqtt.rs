@@ -25,6 +25,9 @@ const CHANNEL_CAPACITY: usize = WINDOW + 64;
 /// and heartbeats always fit in what remains.
 const LIVE_CLIENT_QUEUE: usize = CHANNEL_CAPACITY - WINDOW - 16;
 
+/// [`LinkError::kind`] of a connection ended on purpose by [`super::UplinkHandle::reconnect`].
+const RECONNECT: &str = "reconnect";
+
 /// How a connection ended.
 enum Ended {
     /// Shutdown was asked for and handled.
@@ -44,6 +47,12 @@ impl Uplink {
             }
             match self.run_once(&shutdown).await {
                 Ended::Shutdown => break,
+                Ended::Failed { error, .. } if error.kind == RECONNECT => {
+                    self.shared.outbox.with_state(|s| s.on_disconnect());
+                    info!("Reconnecting with the renewed certificate");
+                    self.shared.set_state(LinkState::Connecting);
+                    backoff = self.settings.backoff_initial;
+                }
                 Ended::Failed { error, connected } => {
                     self.shared.outbox.with_state(|s| s.on_disconnect());
                     warn!(kind = error.kind, error = %error.message, "City link failed");
@@ -318,9 +327,13 @@ impl Uplink {
             false,
         );
         let request_topic = self.shared.topics.request();
-        if let Err(e) = client.try_subscribe(request_topic.clone(), QoS::AtLeastOnce) {
-            return Err(other(format!("cannot subscribe: {e}")));
+        let cert_topic = self.shared.topics.cert();
+        for t in [&request_topic, &cert_topic] {
+            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                return Err(other(format!("cannot subscribe: {e}")));
+            }
         }
+        let mut reconnect = false;
         let mut hb_tick = tokio::time::interval(self.settings.heartbeat_interval);
         hb_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut hb_seq = 0u64;
@@ -400,6 +413,11 @@ impl Uplink {
                             warn!(error = %e.message, "Subscription refused");
                             self.shared.set_error(e);
                         }
+                        Event::Incoming(Packet::Publish(p)) if p.topic == cert_topic => {
+                            // Not durable: a lost answer means the renewal is asked again.
+                            let _ = self.shared.renewals.send(p.payload.to_vec());
+                            let _ = client.try_ack(&p);
+                        }
                         Event::Incoming(Packet::Publish(p)) => {
                             if p.topic != request_topic {
                                 warn!(topic = %p.topic, "Message on an unexpected topic ignored");
@@ -425,6 +443,10 @@ impl Uplink {
                     hb_seq += 1;
                 }
                 _ = self.shared.notify.notified(), if draining.is_none() => {}
+                _ = self.shared.reconnect.notified(), if draining.is_none() => {
+                    reconnect = true;
+                    break;
+                }
                 Some(m) = live_rx.recv(), if draining.is_none() => {
                     // A full client queue means the link is behind: drop live, never wait, and
                     // always leave room for the outbox window and status.
@@ -449,6 +471,12 @@ impl Uplink {
             }
         })
         .await;
+        if reconnect {
+            return Err(LinkError {
+                kind: RECONNECT,
+                message: "reconnecting with new TLS material".into(),
+            });
+        }
         info!("City link closed");
         Ok(())
     }

@@ -673,6 +673,23 @@ impl Outbox {
         self.remove(key)
     }
 
+    /// Deletes every queued record (unpairing: they were addressed to the old identity).
+    /// Returns how many there were.
+    pub fn clear(&self) -> Result<u64, OutboxError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for item in self.tree.iter() {
+            let (k, _) = item?;
+            if let Ok(kb) = <[u8; 8]>::try_from(&k[..]) {
+                st.forget(u64::from_be_bytes(kb));
+            }
+            self.tree.remove(k)?;
+            n += 1;
+        }
+        self.db.flush()?;
+        Ok(n)
+    }
+
     /// Flushes pending deletions.
     pub fn flush(&self) -> Result<(), OutboxError> {
         self.db.flush()?;

@@ -174,9 +174,17 @@ pub struct CameraBuilder {
     auth_method: AuthMethod,
     bitrate_kbps: Option<u32>,
     port: Option<u16>,
+    bind: Option<String>,
 }
 
 impl CameraBuilder {
+    /// Listen on this loopback address instead of 127.0.0.1 (a camera "elsewhere" on the
+    /// loopback network, e.g. after a simulated DHCP move).
+    pub fn bind(mut self, ip: &str) -> Self {
+        self.bind = Some(ip.to_owned());
+        self
+    }
+
     /// Add a stream with default size, rate and GOP (320x240, 15 fps, 1 s).
     pub fn stream(self, name: &str, codec: Codec) -> Self {
         self.stream_config(Stream::new(name, codec))
@@ -255,6 +263,10 @@ impl CameraBuilder {
         if let Some(kbps) = self.bitrate_kbps {
             args.extend(["--bitrate".to_owned(), kbps.to_string()]);
         }
+        let bind = self.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
+        if bind != "127.0.0.1" {
+            args.extend(["--bind".to_owned(), bind.clone()]);
+        }
 
         let dir = tempfile::Builder::new()
             .prefix("porchlight-camera-")
@@ -266,6 +278,7 @@ impl CameraBuilder {
             streams,
             credentials: self.credentials,
             port: self.port.unwrap_or(0),
+            bind,
             child: None,
             log_path,
             log_shown: AtomicBool::new(false),
@@ -284,6 +297,8 @@ impl CameraBuilder {
 
 /// A running camera simulator; killed on drop.
 pub struct Camera {
+    /// Listening address (127.0.0.1 unless [`CameraBuilder::bind`]).
+    bind: String,
     /// Script arguments except `--port`.
     args: Vec<String>,
     streams: Vec<Stream>,
@@ -345,7 +360,7 @@ impl Camera {
             "camera has no stream {name:?} (has {:?})",
             self.streams.iter().map(|s| &s.name).collect::<Vec<_>>()
         );
-        format!("rtsp://127.0.0.1:{}/{name}", self.port)
+        format!("rtsp://{}:{}/{name}", self.bind, self.port)
     }
 
     /// `rtsp://USER:PASSWORD@127.0.0.1:PORT/{name}` (percent-encoded) for ffmpeg and ffprobe;
@@ -501,13 +516,14 @@ impl Camera {
             }
         };
         let port = line
-            .strip_prefix("READY rtsp://127.0.0.1:")
+            .strip_prefix(&format!("READY rtsp://{}:", self.bind))
             .and_then(|p| p.trim().parse::<u16>().ok());
         let Some(port) = port else {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "camera printed {line:?} instead of READY rtsp://127.0.0.1:PORT\n{}",
+                "camera printed {line:?} instead of READY rtsp://{}:PORT\n{}",
+                self.bind,
                 self.log_tail()
             );
         };

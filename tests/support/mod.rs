@@ -39,10 +39,16 @@ impl Daemon {
         let api_port = free_port();
         let config = dir.path().join("porchlight.toml");
         let data = dir.path().join("data");
-        let text = format!(
+        let mut text = format!(
             "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n{body}",
             data.display().to_string()
         );
+        // The daemon's periodic discovery would multicast on the machine's real interfaces:
+        // tests never let discovery traffic leave the machine, so it is off unless a test
+        // configures it (on loopback or in a network namespace).
+        if !body.contains("[discovery]") {
+            text.push_str("\n[discovery]\nenabled = false\n");
+        }
         std::fs::write(&config, text).expect("write config");
         let mut d = Daemon {
             child: None,

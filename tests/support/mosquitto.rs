@@ -2,6 +2,13 @@
 //! (`require_certificate`, `use_identity_as_username`), a per-gateway ACL and a `center`
 //! identity that reads everything, on a loopback port chosen at run time. Plus
 //! `mosquitto_sub` / `mosquitto_pub` as the center's (different) MQTT client.
+//!
+//! [`Broker::start_city`] starts the broker a city runs for pairing instead: the PKI comes from
+//! a real center state directory (`porchlight-center ca init`, the library's
+//! [`porchlight::center::ca`]), the mutual-TLS listener plus a **pairing listener** (TLS
+//! server-auth only, the bootstrap account from `config/mosquitto/pairing.passwd`) on a second
+//! run-time port, the shipped ACL `config/mosquitto/acl`, and optionally the center's CRL as
+//! `crlfile`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,6 +47,28 @@ pub struct Broker {
     /// The center's client identity (CN `center`).
     pub center: Identity,
     starts: u32,
+    /// With [`Broker::start_city`]: the pairing listener and the center's state directory.
+    pub city: Option<City>,
+}
+
+/// What [`Broker::start_city`] adds.
+pub struct City {
+    /// The pairing listener's port on 127.0.0.1 (TLS server-auth, bootstrap password).
+    pub pairing_port: u16,
+    /// The center's state directory (`ca.pem`, `ca.key`, registry, `crl.pem`): pass it as
+    /// `porchlight-center … --dir`.
+    pub dir: PathBuf,
+    /// The city CA the broker trusts (`dir/ca.pem`), also what a box gets at pairing.
+    pub ca_file: PathBuf,
+    /// Whether the broker was started with `crlfile dir/crl.pem`.
+    pub crl: bool,
+}
+
+/// Options of [`Broker::start_city`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CityOptions {
+    /// Start with `crlfile` (the center's `crl.pem`; an empty CRL is issued first).
+    pub crl: bool,
 }
 
 impl Broker {
@@ -89,9 +118,143 @@ impl Broker {
             ca,
             center,
             starts: 0,
+            city: None,
         };
         b.spawn();
         b
+    }
+
+    /// A city broker for pairing (see the module doc). `ca` is then a stranger CA the broker
+    /// does **not** trust (handy for refusal tests); the trusted one is [`Broker::ca_file`],
+    /// and [`Broker::identity`] issues from it.
+    pub fn start_city(opts: CityOptions) -> Broker {
+        use porchlight::center::ca::{self, CaCommand, ClientArgs, DirArg, InitArgs, ServerArgs};
+        require_mosquitto();
+        let dir = tempfile::tempdir().unwrap();
+        let center_dir = dir.path().join("center");
+        let d = || DirArg {
+            dir: center_dir.clone(),
+        };
+        ca::run(ca::Args {
+            command: CaCommand::Init(InitArgs {
+                dir: d(),
+                name: "Test city CA".into(),
+                years: 20,
+            }),
+        })
+        .expect("ca init");
+        ca::run(ca::Args {
+            command: CaCommand::IssueServer(ServerArgs {
+                dir: d(),
+                dns: vec!["localhost".into()],
+                ip: vec!["127.0.0.1".parse().unwrap()],
+                out: dir.path().join("server"),
+                days: 30,
+            }),
+        })
+        .expect("ca issue-server");
+        ca::run(ca::Args {
+            command: CaCommand::IssueClient(ClientArgs {
+                dir: d(),
+                cn: "center".into(),
+                out: Some(dir.path().join("center")),
+                days: 30,
+            }),
+        })
+        .expect("ca issue-client");
+        if opts.crl {
+            porchlight::center::revoke::run(porchlight::center::revoke::Args {
+                dir: d(),
+                gw: None,
+                crl_only: true,
+                crl_days: 30,
+            })
+            .expect("empty CRL");
+        }
+        let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mosquitto");
+        let ca_file = center_dir.join("ca.pem");
+        let port = super::free_port();
+        let pairing_port = loop {
+            let p = super::free_port();
+            if p != port {
+                break p;
+            }
+        };
+        let crl = if opts.crl {
+            format!("crlfile {}\n", center_dir.join("crl.pem").display())
+        } else {
+            String::new()
+        };
+        let conf = format!(
+            "per_listener_settings false\n\
+             allow_anonymous false\n\
+             user root\n\
+             log_dest stderr\n\
+             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             connection_messages true\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             autosave_interval 1\n\
+             max_queued_messages 100000\n\
+             password_file {passwd}\n\
+             acl_file {acl}\n\
+             listener {port} 127.0.0.1\n\
+             cafile {ca}\n\
+             certfile {dir}/server.pem\n\
+             keyfile {dir}/server.key\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             {crl}\
+             listener {pairing_port} 127.0.0.1\n\
+             cafile {ca}\n\
+             certfile {dir}/server.pem\n\
+             keyfile {dir}/server.key\n\
+             require_certificate false\n",
+            dir = dir.path().display(),
+            passwd = config_dir.join("pairing.passwd").display(),
+            acl = config_dir.join("acl").display(),
+            ca = ca_file.display(),
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
+        let center = Identity {
+            cert: dir.path().join("center.pem"),
+            key: dir.path().join("center.key"),
+        };
+        let stranger = Ca::new(dir.path(), "stranger");
+        let mut b = Broker {
+            child: None,
+            dir,
+            port,
+            ca: stranger,
+            center,
+            starts: 0,
+            city: Some(City {
+                pairing_port,
+                dir: center_dir,
+                ca_file,
+                crl: opts.crl,
+            }),
+        };
+        b.spawn();
+        b
+    }
+
+    /// The CA the broker trusts (the city's in [`Broker::start_city`], else `ca.pem_file`).
+    pub fn ca_file(&self) -> PathBuf {
+        match &self.city {
+            Some(c) => c.ca_file.clone(),
+            None => self.ca.pem_file.clone(),
+        }
+    }
+
+    /// The pairing listener's port (panics without [`Broker::start_city`]).
+    pub fn pairing_port(&self) -> u16 {
+        self.city.as_ref().expect("a city broker").pairing_port
+    }
+
+    /// `mqtts://127.0.0.1:PAIRING_PORT`.
+    pub fn pairing_url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.pairing_port())
     }
 
     fn spawn(&mut self) {
@@ -109,7 +272,12 @@ impl Broker {
             .expect("spawn mosquitto");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        let ports = [Some(self.port), self.city.as_ref().map(|c| c.pairing_port)];
+        while ports
+            .iter()
+            .flatten()
+            .any(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mosquitto exited with {st}:\n{}", self.logs());
             }
@@ -150,7 +318,23 @@ impl Broker {
 
     /// A client identity signed by the city CA.
     pub fn identity(&self, cn: &str) -> Identity {
-        self.ca.client(self.dir.path(), cn, Validity::Current)
+        let Some(city) = &self.city else {
+            return self.ca.client(self.dir.path(), cn, Validity::Current);
+        };
+        use porchlight::center::{ca::CityCa, store::CenterDir};
+        let ca = CityCa::load(&CenterDir::new(&city.dir)).expect("city CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let issued = ca.issue_client(cn, &key, now, 30 * 86_400).unwrap();
+        let id = Identity {
+            cert: self.dir.path().join(format!("{cn}.pem")),
+            key: self.dir.path().join(format!("{cn}.key")),
+        };
+        std::fs::write(&id.cert, issued.pem).unwrap();
+        std::fs::write(&id.key, key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&id.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        id
     }
 
     /// `mqtts://127.0.0.1:PORT`.
@@ -165,7 +349,7 @@ impl Broker {
             "-p".into(),
             self.port.to_string(),
             "--cafile".into(),
-            self.ca.pem_file.display().to_string(),
+            self.ca_file().display().to_string(),
         ];
         if let Some(id) = id {
             a.extend([

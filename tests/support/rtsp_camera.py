@@ -122,6 +122,7 @@ class Stream:
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Loopback RTSP camera simulator (GStreamer).")
     p.add_argument("--port", type=int, default=8554, help="TCP port on 127.0.0.1; 0 = any free port")
+    p.add_argument("--bind", default="127.0.0.1", help="listening address (a loopback address; default 127.0.0.1)")
     p.add_argument(
         "--stream",
         action="append",
@@ -337,7 +338,7 @@ def main(argv):
     check_elements(args.streams, args.relays)
 
     server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
+    server.set_address(args.bind)
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
     factories = []
@@ -376,7 +377,7 @@ def main(argv):
     try:
         source = server.create_source(None)
     except GLib.Error as e:
-        die(EXIT_BIND, f"cannot listen on 127.0.0.1:{args.port}: {e.message}")
+        die(EXIT_BIND, f"cannot listen on {args.bind}:{args.port}: {e.message}")
     source.attach(None)
     port = server.get_bound_port()
 
@@ -401,7 +402,7 @@ def main(argv):
 
         GLib.timeout_add(500, watch_parent)
 
-    print(f"READY rtsp://127.0.0.1:{port}", flush=True)
+    print(f"READY rtsp://{args.bind}:{port}", flush=True)
     loop.run()
     source.destroy()
     return 0

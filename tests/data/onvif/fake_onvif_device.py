@@ -8,7 +8,19 @@ With --lying-media it advertises its media service on another host (a lying XAdd
 whether anything ever reaches the address where it listens as that other host.
 
 usage: fake_onvif_device.py BIND_IP PORT USER PASSWORD STREAM_HOST [--http-digest]
-       [--lying-media LIE_IP:LIE_PORT]
+       [--lying-media LIE_IP:LIE_PORT] [--stream-port N --stream-paths MAIN,SUB]
+       [--serial S] [--open-device-info] [--no-capabilities] [--wsd ENDPOINT_REF]
+
+--stream-port/--stream-paths: GetStreamUri names rtsp://STREAM_HOST:N/MAIN (first profile) and
+  /SUB (second) — a GStreamer RTSP camera of tests/support — instead of the Hikvision-style
+  defaults on port 8554. User info is still put in the URI, as some firmware does.
+--serial: the SerialNumber GetDeviceInformation reports (default PC0001).
+--open-device-info: answer GetDeviceInformation without a token (many cameras do).
+--no-capabilities: answer GetCapabilities with ActionNotSupported (ONVIF 2.x-only firmware);
+  GetServices then lists the media service.
+--wsd ENDPOINT_REF: also answer unicast WS-Discovery Probes on BIND_IP:3702 with the recorded
+  Hikvision ProbeMatch (probematch_hikvision.xml), its endpoint reference, XAddr and RelatesTo
+  replaced (for networks without multicast: the gateway's unicast host probe).
 
 Prints "ready" when listening. Each request line is logged to stdout ("call NAME ok|denied")."""
 import base64
@@ -27,6 +39,18 @@ http_digest = "--http-digest" in sys.argv
 lying = None
 if "--lying-media" in sys.argv:
     lying = sys.argv[sys.argv.index("--lying-media") + 1]
+
+
+def opt(name, default=None):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+stream_port = opt("--stream-port")
+stream_paths = (opt("--stream-paths") or "Streaming/Channels/101,Streaming/Channels/102").split(",")
+serial = opt("--serial", "PC0001")
+open_device_info = "--open-device-info" in sys.argv
+no_capabilities = "--no-capabilities" in sys.argv
+wsd_endpoint = opt("--wsd")
 REALM, NONCE = "porchlight-fake", "3f2a9c0d7e"
 
 NS = {
@@ -100,6 +124,9 @@ class H(http.server.BaseHTTPRequestHandler):
                 "<tt:Minute>%d</tt:Minute><tt:Second>%d</tt:Second></tt:Time><tt:Date><tt:Year>%d</tt:Year>"
                 "<tt:Month>%d</tt:Month><tt:Day>%d</tt:Day></tt:Date></tt:UTCDateTime></tds:SystemDateAndTime>"
                 "</tds:GetSystemDateAndTimeResponse>" % (t.hour, t.minute, t.second, t.year, t.month, t.day)))
+        if name == "GetDeviceInformation" and open_device_info and "UsernameToken" not in body:
+            print("call", name, "ok open", flush=True)
+            return self.reply(200, device_information())
         if http_digest and not digest_ok(self.headers.get("Authorization"), "POST", self.path):
             print("call", name, "challenged", flush=True)
             return self.reply(401, "", {"WWW-Authenticate": 'Digest realm="%s", qop="auth", nonce="%s", algorithm=MD5' % (REALM, NONCE)})
@@ -110,10 +137,15 @@ class H(http.server.BaseHTTPRequestHandler):
         print("call", name, "ok", flush=True)
         here = "http://%s:%d" % (bind_ip, port)
         if name == "GetDeviceInformation":
+            return self.reply(200, device_information())
+        if name == "GetCapabilities" and no_capabilities:
+            return self.reply(400, fault("ActionNotSupported", "GetCapabilities is not supported"))
+        if name == "GetServices":
             return self.reply(200, ENV.format(
-                "<tds:GetDeviceInformationResponse><tds:Manufacturer>PyCam</tds:Manufacturer><tds:Model>PyCam-1000</tds:Model>"
-                "<tds:FirmwareVersion>1.0</tds:FirmwareVersion><tds:SerialNumber>PC0001</tds:SerialNumber>"
-                "<tds:HardwareId>1</tds:HardwareId></tds:GetDeviceInformationResponse>"))
+                "<tds:GetServicesResponse><tds:Service><tds:Namespace>http://www.onvif.org/ver10/device/wsdl</tds:Namespace>"
+                "<tds:XAddr>%s/onvif/device_service</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service>"
+                "<tds:Service><tds:Namespace>http://www.onvif.org/ver10/media/wsdl</tds:Namespace><tds:XAddr>%s/onvif/Media</tds:XAddr>"
+                "<tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service></tds:GetServicesResponse>" % (here, here)))
         if name == "GetCapabilities":
             media = ("http://%s/onvif/Media" % lying) if lying else here + "/onvif/Media"
             return self.reply(200, ENV.format(
@@ -125,18 +157,49 @@ class H(http.server.BaseHTTPRequestHandler):
                 return self.reply(200, f.read())
         if name == "GetStreamUri":
             tok = re.search(r"ProfileToken>([^<]*)<", body).group(1)
-            ch = "101" if tok == "Profile_1" else "102"
+            path = stream_paths[0] if tok == "Profile_1" else stream_paths[-1]
             return self.reply(200, ENV.format(
-                "<trt:GetStreamUriResponse><trt:MediaUri><tt:Uri>rtsp://%s:%s@%s:8554/Streaming/Channels/%s</tt:Uri>"
+                "<trt:GetStreamUriResponse><trt:MediaUri><tt:Uri>rtsp://%s:%s@%s:%s/%s</tt:Uri>"
                 "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false</tt:InvalidAfterReboot>"
-                "<tt:Timeout>PT0S</tt:Timeout></trt:MediaUri></trt:GetStreamUriResponse>" % (user, password, stream_host, ch)))
+                "<tt:Timeout>PT0S</tt:Timeout></trt:MediaUri></trt:GetStreamUriResponse>"
+                % (user, password, stream_host, stream_port or "8554", path)))
         return self.reply(400, fault("ActionNotSupported", "no"))
+
+
+def device_information():
+    return ENV.format(
+        "<tds:GetDeviceInformationResponse><tds:Manufacturer>PyCam</tds:Manufacturer><tds:Model>PyCam-1000</tds:Model>"
+        "<tds:FirmwareVersion>1.0</tds:FirmwareVersion><tds:SerialNumber>%s</tds:SerialNumber>"
+        "<tds:HardwareId>1</tds:HardwareId></tds:GetDeviceInformationResponse>" % serial)
+
+
+def wsd_responder(sock):
+    with open(os.path.join(HERE, "probematch_hikvision.xml")) as f:
+        template = f.read()
+    while True:
+        data, peer = sock.recvfrom(65536)
+        text = data.decode("utf-8", "replace")
+        if "Probe" not in text or "ProbeMatches" in text:
+            continue
+        mid = re.search(r"MessageID[^>]*>([^<]*)<", text)
+        reply = (template
+                 .replace("urn:uuid:54575a4e-4d31-3130-3530-bcbac2f06bc3", wsd_endpoint)
+                 .replace("http://192.0.2.64/onvif/device_service", "http://%s:%d/onvif/device_service" % (bind_ip, port))
+                 .replace("urn:uuid:0f0a7c5e-4a0b-4a76-9b3a-8f7f2c1d2e3f", mid.group(1) if mid else "urn:uuid:0"))
+        print("wsd probe answered", flush=True)
+        sock.sendto(reply.encode(), peer)
 
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
+if wsd_endpoint:
+    import socket
+    wsd_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wsd_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    wsd_sock.bind((bind_ip, 3702))
+    threading.Thread(target=wsd_responder, args=(wsd_sock,), daemon=True).start()
 srv = Server((bind_ip, port), H)
 print("ready", flush=True)
 srv.serve_forever()
