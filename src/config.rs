@@ -1244,6 +1244,34 @@ url = "rtsp://192.0.2.3/"
     }
 
     #[test]
+    fn discovery_section_is_validated_with_every_problem() {
+        let v = Config::parse("").unwrap().validate().unwrap();
+        assert!(v.discovery.enabled);
+        assert_eq!(v.discovery.interval, Duration::from_secs(600));
+        let p = invalid(
+            "[discovery]\ninterval = \"10s\"\ntimeout = \"1m\"\nmulticast = false\nranges = [\"8.8.8.0/24\", \"10.0.0.0/16\"]\n",
+        )
+        .join("\n");
+        for needle in [
+            "discovery.interval",
+            "discovery.timeout",
+            "not a private",
+            "too wide",
+            "discovery.multicast = false needs",
+        ] {
+            assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
+        }
+        let v = Config::parse(
+            "[discovery]\nmulticast = false\nhosts = [\"192.168.1.64\"]\nranges = [\"192.168.1.0/24\"]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!v.discovery.options.multicast);
+        assert_eq!(v.discovery.options.ranges.len(), 1);
+    }
+
+    #[test]
     fn redact_url_removes_user_info() {
         assert_eq!(
             redact_url("rtsp://u:p@192.0.2.1:554/a"),

@@ -283,8 +283,7 @@ fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
 
 fn plan_for(state: &DaemonState, q: &ExportQuery) -> Result<ExportPlan, ApiError> {
     // A removed camera's video stays exportable until the store evicts it.
-    if state.camera(&q.camera).is_none() && !state.store.usage().cameras.contains_key(&q.camera)
-    {
+    if state.camera(&q.camera).is_none() && !state.store.usage().cameras.contains_key(&q.camera) {
         return Err(ExportError::UnknownCamera(q.camera.clone()).into());
     }
     let from = parse_time("from", &q.from)?;

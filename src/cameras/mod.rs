@@ -440,6 +440,92 @@ pub fn url_ip(url: &url::Url) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    fn stored(id: &str) -> StoredCamera {
+        StoredCamera {
+            id: id.into(),
+            name: id.into(),
+            // Nothing listens on port 1: the worker keeps failing and retrying, which is all
+            // these tests need.
+            url: "rtsp://127.0.0.1:1/x".into(),
+            substream_url: None,
+            username: None,
+            password: None,
+            record: crate::config::Record::Main,
+            audio: false,
+            transport: crate::config::Transport::Tcp,
+            address: None,
+            onvif: None,
+            added_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn set_changes_are_persisted_and_config_cameras_are_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(
+            dir.path(),
+            crate::store::StoreOptions {
+                quota_bytes: 16 << 20,
+                retention: Duration::from_secs(3600),
+                cache_capacity: 1 << 20,
+            },
+        )
+        .unwrap();
+        let store = Arc::new(store);
+        let config = crate::config::Config::parse(
+            "[[cameras]]\nid = \"porch\"\nurl = \"rtsp://127.0.0.1:1/p\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let (trigger, shutdown) = Shutdown::new();
+        let open = |store: &Arc<Store>, shutdown: &Shutdown| {
+            CameraSet::open(
+                &config.cameras,
+                Registry::open(store.db()).unwrap(),
+                store.clone(),
+                config.ingest.clone(),
+                shutdown.clone(),
+            )
+        };
+        let set = open(&store, &shutdown);
+        set.start().await;
+        set.add(stored("garage")).await.unwrap();
+        assert!(matches!(
+            set.add(stored("garage")).await,
+            Err(CameraError::Exists(_))
+        ));
+        assert!(matches!(
+            set.add(stored("porch")).await,
+            Err(CameraError::Exists(_))
+        ));
+        assert!(matches!(
+            set.remove("porch").await,
+            Err(CameraError::ConfigManaged(_))
+        ));
+        let mut bad = stored("shed");
+        bad.url = "http://x/".into();
+        assert!(matches!(set.add(bad).await, Err(CameraError::Invalid(_))));
+        assert_eq!(set.ids(), ["garage", "porch"]);
+        assert!(set.live("garage").is_some());
+        let mut edited = stored("garage");
+        edited.name = "Garage".into();
+        set.replace(edited).await.unwrap();
+        assert_eq!(set.get("garage").unwrap().spec.name, "Garage");
+        set.add(stored("shed")).await.unwrap();
+        set.remove("shed").await.unwrap();
+        assert!(!set.contains("shed"));
+        trigger.trigger();
+        set.join_all().await;
+
+        // Reopened: the file's camera plus what was added and not removed, as edited.
+        let set = open(&store, &Shutdown::new().1);
+        assert_eq!(set.ids(), ["garage", "porch"]);
+        assert_eq!(set.get("garage").unwrap().spec.name, "Garage");
+        assert_eq!(set.get("garage").unwrap().source, Source::Added);
+        assert_eq!(set.get("porch").unwrap().source, Source::Config);
+    }
+
     #[test]
     fn ids_from_names() {
         assert_eq!(id_from_name(Some("Front Door"), "x"), "front-door");

@@ -16,6 +16,12 @@
 //! Exit code: 0 when the last status is `granted`, `completed` or `pending` (the resident has
 //! not decided yet); [`super::exit::REFUSED`] for any other status;
 //! [`super::exit::TIMEOUT`] when no reply came at all.
+//!
+//! `--near LAT,LON --radius R --dir DIR` (live and clip) sends one request per registered,
+//! unrevoked box whose registered location is inside the circle — per camera: `--camera` on
+//! every box, or every camera each box reported in its heartbeats (heard during `--listen`)
+//! unless its mode for the kind is `never`. Each box decides alone, as for a single request;
+//! `--wait` prints every reply as `reply GW CAMERA JTI STATUS [REASON]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +32,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::connection::Connection;
+use super::fleet::{load_registry, Fleet};
+use super::geo::{Circle, LatLon, Radius};
 use super::settings::Settings;
 use super::{check_gw, exit, CenterError};
 use crate::sharing::request::{sign_request, valid_jti, Claims, RequestKind};
@@ -54,12 +62,28 @@ pub enum Kind {
 /// Flags of every request.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// The gateway id (CN of the box's certificate).
-    #[arg(long)]
-    pub gw: String,
-    /// The camera id.
-    #[arg(long)]
-    pub camera: String,
+    /// The gateway id (CN of the box's certificate). Or `--near` for every box in a circle.
+    #[arg(long, required_unless_present = "near", conflicts_with = "near")]
+    pub gw: Option<String>,
+    /// The camera id. With `--near` it may be left out: then every camera each box reported in
+    /// its heartbeats during `--listen` is asked, except those whose mode for this kind is
+    /// `never`.
+    #[arg(long, required_unless_present = "near")]
+    pub camera: Option<String>,
+    /// One request per registered box whose registered location is inside the circle around
+    /// `LAT,LON` (with `--radius` and `--dir`; live and clip only).
+    #[arg(long, requires = "radius")]
+    pub near: Option<LatLon>,
+    /// The circle's radius (`500m`, `2km`).
+    #[arg(long, requires = "near")]
+    pub radius: Option<Radius>,
+    /// The center's state directory (the registry with the boxes' locations), for `--near`.
+    #[arg(long, env = "PORCHLIGHT_CENTER_DIR")]
+    pub dir: Option<PathBuf>,
+    /// With `--near` and no `--camera`: how long to listen to heartbeats to learn each box's
+    /// cameras (boxes send one every 30 s by default).
+    #[arg(long, default_value = "35s")]
+    pub listen: Dur,
     /// The center's private request key (PKCS#8 PEM, mode 0600; from `keygen`). Not the TLS
     /// key, which is given before the subcommand.
     #[arg(long, visible_alias = "request-key")]
@@ -162,8 +186,22 @@ pub fn new_jti() -> Result<String, CenterError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// Builds the claims of a request at `now_s` (UTC seconds).
+/// Builds the claims of a request at `now_s` (UTC seconds) for the `--gw`/`--camera` flags.
 pub fn claims(kind: &Kind, jti: String, now_s: i64) -> Result<Claims, CenterError> {
+    let c = kind.common();
+    let gw = c.gw.clone().unwrap_or_default();
+    let camera = c.camera.clone().unwrap_or_default();
+    claims_for(kind, jti, now_s, gw, camera)
+}
+
+/// Builds the claims of a request at `now_s` for box `gw` and `camera`.
+pub fn claims_for(
+    kind: &Kind,
+    jti: String,
+    now_s: i64,
+    gw: String,
+    camera: String,
+) -> Result<Claims, CenterError> {
     let c = kind.common();
     let ttl = c.ttl.0.as_secs() as i64;
     if ttl < 1 {
@@ -173,9 +211,9 @@ pub fn claims(kind: &Kind, jti: String, now_s: i64) -> Result<Claims, CenterErro
         jti,
         iat: now_s,
         exp: now_s + ttl,
-        gw: c.gw.clone(),
+        gw,
         kind: RequestKind::Live,
-        camera: c.camera.clone(),
+        camera,
         from: None,
         to: None,
         duration_s: None,
@@ -257,13 +295,18 @@ pub fn is_success(kind: RequestKind, status: &str, for_target: bool) -> bool {
 /// Signs, publishes and (with `--wait`) follows the replies.
 pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
     let common = args.kind.common();
-    check_gw(&common.gw)?;
-    if !crate::config::valid_camera_id(&common.camera) {
-        return Err(CenterError::Usage(format!(
-            "--camera {:?} is not a camera id (1-32 of A-Z a-z 0-9 _ -)",
-            common.camera
-        )));
+    if let Some(camera) = &common.camera {
+        if !crate::config::valid_camera_id(camera) {
+            return Err(CenterError::Usage(format!(
+                "--camera {camera:?} is not a camera id (1-32 of A-Z a-z 0-9 _ -)"
+            )));
+        }
     }
+    if common.near.is_some() {
+        return run_near(s, args).await;
+    }
+    let gw = common.gw.clone().unwrap_or_default();
+    check_gw(&gw)?;
     let jti = match &common.id {
         Some(id) if valid_jti(id) => id.clone(),
         Some(id) => {
@@ -276,7 +319,7 @@ pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
     let key = super::keygen::load_signing_key(&common.key)?;
     let claims = claims(&args.kind, jti.clone(), jiff::Timestamp::now().as_second())?;
     let token = sign_request(&claims, &key);
-    let topics = Topics::new(&s.root, &common.gw);
+    let topics = Topics::new(&s.root, &gw);
 
     let mut conn = Connection::open(s).await?;
     if common.wait.is_some() {
@@ -308,7 +351,7 @@ pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
             eprintln!(
                 "error: no reply to request {jti} from gateway {} within {wait}: is the box online \
                  and subscribed? (see `porchlight-center watch --gw {}`)",
-                common.gw, common.gw
+                gw, gw
             );
             ExitCode::from(exit::TIMEOUT)
         }
@@ -348,6 +391,204 @@ async fn follow(
             return Ok(last);
         }
     }
+}
+
+/// One request of a radius query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The box.
+    pub gw: String,
+    /// The camera.
+    pub camera: String,
+    /// The request id sent.
+    pub jti: String,
+}
+
+/// The cameras to ask on each box: `--camera` for all, or each box's cameras from its last
+/// heartbeat whose mode for `kind` is not `never` (the rest are listed as skipped).
+pub fn plan(
+    gws: &[String],
+    camera: Option<&str>,
+    fleet: &Fleet,
+    kind: RequestKind,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut ask = Vec::new();
+    let mut skipped = Vec::new();
+    for gw in gws {
+        if let Some(c) = camera {
+            ask.push((gw.clone(), c.to_owned()));
+            continue;
+        }
+        let Some(hb) = fleet.boxes.get(gw).and_then(|s| s.heartbeat.as_ref()) else {
+            skipped.push(format!(
+                "{gw}: no heartbeat heard (offline?); give --camera to ask anyway"
+            ));
+            continue;
+        };
+        for cam in &hb.cameras {
+            let mode = match kind {
+                RequestKind::Clip => &cam.sharing.clips,
+                _ => &cam.sharing.live,
+            };
+            if mode == "never" {
+                skipped.push(format!("{gw} {}: the resident's rule is never", cam.id));
+            } else {
+                ask.push((gw.clone(), cam.id.clone()));
+            }
+        }
+        if hb.cameras.is_empty() {
+            skipped.push(format!("{gw}: no cameras"));
+        }
+    }
+    (ask, skipped)
+}
+
+/// `request … --near LAT,LON --radius R`: one signed request per box (and camera) in the
+/// circle; every box decides alone. With `--wait`, every reply is printed as
+/// `GW CAMERA JTI STATUS [REASON]` until each request has a final status or the wait ends.
+/// Exit 0 when every request got an answer (whatever it was: a denial is the resident's
+/// right), [`exit::TIMEOUT`] when some got none.
+async fn run_near(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
+    let common = args.kind.common();
+    if matches!(args.kind, Kind::Cancel(_)) {
+        return Err(CenterError::Usage(
+            "--near is for live and clip requests (a cancel names one request)".into(),
+        ));
+    }
+    if common.id.is_some() {
+        return Err(CenterError::Usage(
+            "--id names one request; --near sends one per box".into(),
+        ));
+    }
+    let (Some(center), Some(radius)) = (common.near, common.radius) else {
+        return Err(CenterError::Usage("--near needs --radius".into()));
+    };
+    let Some(dir) = &common.dir else {
+        return Err(CenterError::Usage(
+            "--near needs --dir (the registry holds the boxes' locations)".into(),
+        ));
+    };
+    let circle = Circle {
+        center,
+        radius_m: radius.0,
+    };
+    let reg = load_registry(Some(dir))?;
+    let fleet_rows = Fleet::default().rows(&reg, Some(circle), 0);
+    let gws: Vec<String> = fleet_rows
+        .iter()
+        .filter(|r| !r.revoked)
+        .map(|r| r.gateway_id.clone())
+        .collect();
+    let key = super::keygen::load_signing_key(&common.key)?;
+    let mut conn = Connection::open(s).await?;
+    let kind = match args.kind {
+        Kind::Clip(_) => RequestKind::Clip,
+        _ => RequestKind::Live,
+    };
+    let mut fleet = Fleet::default();
+    if common.camera.is_none() && !gws.is_empty() {
+        conn.subscribe(&[format!("{}/gw/+/heartbeat", s.root)])
+            .await?;
+        eprintln!(
+            "Listening {} for the cameras of {} box(es) in the circle",
+            common.listen,
+            gws.len()
+        );
+        let deadline = tokio::time::Instant::now() + common.listen.0;
+        while let Ok(m) = tokio::time::timeout_at(deadline, conn.next_message()).await {
+            let m = m?;
+            let now = jiff::Timestamp::now().as_millisecond();
+            fleet.apply(&s.root, &m.topic, &m.payload, now);
+            if gws
+                .iter()
+                .all(|g| fleet.boxes.get(g).is_some_and(|b| b.heartbeat.is_some()))
+            {
+                break;
+            }
+        }
+    }
+    let (ask, skipped) = plan(&gws, common.camera.as_deref(), &fleet, kind);
+    for sk in &skipped {
+        eprintln!("skipped: {sk}");
+    }
+    eprintln!(
+        "{} box(es) within {radius} of {center}; sending {} request(s)",
+        gws.len(),
+        ask.len()
+    );
+    if common.wait.is_some() {
+        conn.subscribe(&[format!("{}/gw/+/reply", s.root)]).await?;
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let mut targets = Vec::new();
+    for (gw, camera) in ask {
+        let jti = new_jti()?;
+        let claims = claims_for(&args.kind, jti.clone(), now, gw.clone(), camera.clone())?;
+        let token = sign_request(&claims, &key);
+        conn.publish(&Topics::new(&s.root, &gw).request(), token.into_bytes())
+            .await?;
+        println!("sent {gw} {camera} {jti}");
+        targets.push(Target { gw, camera, jti });
+    }
+    let Some(wait) = common.wait else {
+        conn.close().await;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = tokio::time::Instant::now() + wait.0;
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    let done = |last: &std::collections::HashMap<String, String>| {
+        targets
+            .iter()
+            .all(|t| last.get(&t.jti).is_some_and(|st| is_final(kind, st, false)))
+    };
+    while !done(&last) {
+        let msg = match tokio::time::timeout_at(deadline, conn.next_message()).await {
+            Err(_) => break,
+            Ok(m) => m?,
+        };
+        let Ok(reply) = serde_json::from_slice::<FullReply>(&msg.payload) else {
+            continue;
+        };
+        let Some(t) = targets.iter().find(|t| t.jti == reply.request_id) else {
+            continue;
+        };
+        println!(
+            "reply {} {} {} {}{}",
+            t.gw,
+            t.camera,
+            t.jti,
+            reply.status,
+            reply.reason.map(|r| format!(" {r}")).unwrap_or_default()
+        );
+        last.insert(reply.request_id, reply.status);
+    }
+    conn.close().await;
+    let unanswered: Vec<&Target> = targets
+        .iter()
+        .filter(|t| !last.contains_key(&t.jti))
+        .collect();
+    for t in &unanswered {
+        println!("none {} {} {}", t.gw, t.camera, t.jti);
+    }
+    Ok(if unanswered.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: {} of {} request(s) got no reply within {wait}",
+            unanswered.len(),
+            targets.len()
+        );
+        ExitCode::from(exit::TIMEOUT)
+    })
+}
+
+/// A reply with its reason.
+#[derive(Clone, Debug, Deserialize)]
+struct FullReply {
+    request_id: String,
+    status: String,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -434,6 +675,41 @@ mod tests {
     fn jtis_are_fresh_and_valid() {
         let (a, b) = (new_jti().unwrap(), new_jti().unwrap());
         assert!(valid_jti(&a) && valid_jti(&b) && a != b, "{a} {b}");
+    }
+
+    #[test]
+    fn radius_plan_asks_every_camera_not_set_to_never() {
+        let mut fleet = Fleet::default();
+        let hb = |cams: &[(&str, &str, &str)]| {
+            let cams: Vec<_> = cams
+                .iter()
+                .map(|(id, live, clips)| {
+                    serde_json::json!({"id":id,"state":"streaming","codec":null,"width":null,
+                    "height":null,"fps":null,"bitrate_bps":null,"last_frame_ts":null,
+                    "sharing":{"live":live,"clips":clips}})
+                })
+                .collect();
+            serde_json::to_vec(&serde_json::json!({"ts":0,"seq":0,"version":"v","uptime_s":0,
+                "paused":false,"cameras":cams,"storage":{"used_bytes":0,"quota_bytes":0,"oldest_ts":null},
+                "outbox":{"messages":0,"bytes":0},"audit":{"seq":0,"hash":""},"grants_active":0}))
+            .unwrap()
+        };
+        let r = "porchlight/v1";
+        fleet.apply(
+            r,
+            "porchlight/v1/gw/a/heartbeat",
+            &hb(&[("p", "ask", "never"), ("q", "never", "always")]),
+            0,
+        );
+        let gws = vec!["a".to_owned(), "b".to_owned()];
+        let (ask, skipped) = plan(&gws, None, &fleet, RequestKind::Live);
+        assert_eq!(ask, vec![("a".to_owned(), "p".to_owned())]);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        let (ask, _) = plan(&gws, None, &fleet, RequestKind::Clip);
+        assert_eq!(ask, vec![("a".to_owned(), "q".to_owned())]);
+        let (ask, skipped) = plan(&gws, Some("door"), &fleet, RequestKind::Live);
+        assert_eq!(ask.len(), 2);
+        assert!(skipped.is_empty());
     }
 
     #[test]

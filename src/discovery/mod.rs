@@ -10,6 +10,8 @@
 //!   and cameras that speak only mDNS).
 //! - [`onvif`]: with the resident's user name and password, the device and media services give
 //!   the model, and the RTSP URLs of the main and sub streams.
+//! - [`range`]: paced unicast WS-Discovery over a private range (at most a /22), for networks
+//!   that drop multicast.
 //!
 //! [`discover`] runs both browsers at once for the same window and merges by address: one IP is
 //! one device, named by its WS-Discovery endpoint reference when it has one (stable across DHCP
@@ -26,8 +28,9 @@
 //! `porchlight discover` runs discovery in the CLI process rather than through the daemon's API:
 //! it needs no store (sled is the only reason other subcommands go through the daemon), it
 //! works before a daemon was ever started (first setup), its sockets live only for the window,
-//! and the results go to the resident's terminal and nowhere else. When the daemon later runs
-//! discovery periodically (issue 6), it calls the same [`discover`].
+//! and the results go to the resident's terminal and nowhere else. The daemon's periodic
+//! discovery ([`crate::cameras::scanner`]) calls the same [`discover`] and keeps its latest
+//! result in memory for the control API.
 //!
 //! # Hostile input
 //!

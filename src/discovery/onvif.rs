@@ -1149,6 +1149,23 @@ mod tests {
     }
 
     #[test]
+    fn services_axis_media_ver10_xaddr() {
+        // Axis style (hand-written in their layout): a ver20 media service listed before the
+        // ver10 one this client speaks; only ver10 is taken.
+        assert_eq!(
+            parse_services(&data("getservices_axis.xml"))
+                .unwrap()
+                .as_deref(),
+            Some("http://192.0.2.70/onvif/services")
+        );
+        assert!(parse_services(&data("getcapabilities_hikvision.xml")).is_err());
+        assert!(matches!(
+            parse_services(&data("fault_notauthorized.xml")),
+            Err(OnvifError::Unauthorized { .. })
+        ));
+    }
+
+    #[test]
     fn profiles_hikvision_main_and_sub() {
         let p = parse_profiles(&data("getprofiles_hikvision.xml")).unwrap();
         assert_eq!(p.len(), 2);
@@ -1246,6 +1263,7 @@ mod tests {
             assert!(parse_profiles(&d).is_err(), "{f}");
             assert!(parse_stream_uri(&d).is_err(), "{f}");
             assert!(parse_device_information(&d).is_err(), "{f}");
+            assert!(parse_services(&d).is_err(), "{f}");
         }
         let huge = vec![b'<'; 2 * 1024 * 1024];
         assert!(matches!(

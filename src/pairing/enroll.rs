@@ -380,7 +380,7 @@ pub fn accept(
     let broker = match &result.broker {
         Some(b) => {
             let (h, p) = crate::config::parse_broker("the broker in the answer", b)
-                .map_err(|e| PairError::BadAnswer(e))?;
+                .map_err(PairError::BadAnswer)?;
             format!("mqtts://{h}:{p}")
         }
         None => format!("mqtts://{}:{}", default_broker.0, default_broker.1),

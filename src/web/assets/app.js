@@ -23,6 +23,15 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Appends children like h() does: arrays flattened, null/false skipped.
+function add(el, ...children) {
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
 class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
@@ -448,9 +457,9 @@ function rulesForm(camera, rules) {
   const f = h("form", { class: "card", "data-camera": camera });
   const hours = rules.hours;
   const hoursOn = h("input", { type: "checkbox", name: "hours_on", checked: !!hours });
-  const num = (name, v, min, max) => h("input", { type: "number", name, value: String(v), min: String(min), max: String(max) });
+  const num = (name, v, min, max) => h("input", { type: "number", name, value: String(v), min: String(min), max: String(max), step: "any", class: "num" });
   const save = h("button", { type: "submit" }, "Save");
-  f.append(
+  add(f,
     h("h2", {}, camera),
     h("div", { class: "grid" },
       h("div", {}, h("label", {}, "Live video"), modeSelect("live", rules.live)),
@@ -507,8 +516,8 @@ function cameraForm(existing, found) {
       .map(([v, t]) => h("option", { value: v, selected: (p.record || "main") === v }, t)));
   const save = h("button", { type: "submit" }, existing ? "Save" : "Add camera");
   const title = existing ? "Edit " + existing.id : (found ? "Add " + (found.name || found.model || found.id) : "Add a camera by its address");
-  f.append(h("h2", {}, title),
-    existing ? null : inp("id", found ? "Id (optional; letters, digits, - and _)" : "Id (letters, digits, - and _)", { required: !found, pattern: "[A-Za-z0-9_-]{1,32}" }),
+  add(f, h("h2", {}, title),
+    existing ? null : inp("id", found ? "Id (optional; letters, digits, - and _)" : "Id (letters, digits, - and _)", { required: !found, pattern: "[A-Za-z0-9_\\-]{1,32}" }),
     inp("name", "Name"),
     found ? null : inp("url", "Stream URL (rtsp://…, without password)", { required: !existing }),
     found ? null : inp("substream_url", "Substream URL (optional)"),
@@ -561,7 +570,7 @@ async function camerasPage() {
       }, row));
       row.append(edit, remove);
     }
-    box.append(h("div", { class: "row" }, h("strong", {}, c.name || c.id), pill(c.state),
+    add(box, h("div", { class: "row" }, h("strong", {}, c.name || c.id), pill(c.state),
       h("span", { class: "muted small mono" }, c.url || "")),
       h("p", { class: "small" }, "Last frame " + fmtAgo(c.last_frame_ms) + (c.width ? " · " + c.width + "×" + c.height + " " + (c.codec || "") : "") +
         " · recording: " + (c.record || "main") + (c.username ? " · user " + c.username + (c.has_password ? " with password" : "") : "")),

@@ -1,0 +1,438 @@
+//! Pairing end to end, box side: a fresh box with a GStreamer camera pairs with a claim code
+//! through a real Mosquitto (pairing listener + mutual-TLS listener, per-box ACL) answered by
+//! the real `porchlight-center serve`; then it streams, heartbeats and shares under its new
+//! identity without a restart, keeps it across a restart, renews its certificate without
+//! losing queued messages, and unpairs. Refusals come back in plain words.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::camera::{Camera, Codec, Stream};
+use support::mosquitto::{Broker, CityOptions};
+use support::{camera_toml, Daemon, FAST_INGEST};
+
+const ROOT: &str = "porchlight/v1";
+
+fn center_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_porchlight-center"))
+}
+
+/// `porchlight-center` connected as the `center` identity of the city broker.
+fn center(broker: &Broker) -> Command {
+    let mut c = Command::new(center_bin());
+    c.arg("--broker")
+        .arg(broker.url())
+        .arg("--ca")
+        .arg(broker.ca_file())
+        .arg("--cert")
+        .arg(&broker.center.cert)
+        .arg("--key")
+        .arg(&broker.center.key)
+        .env("RUST_LOG", "info");
+    c
+}
+
+fn center_dir(broker: &Broker) -> PathBuf {
+    broker.city.as_ref().unwrap().dir.clone()
+}
+
+/// Issues claim codes with `porchlight-center codes issue`; returns them as printed.
+fn issue_codes(broker: &Broker, count: u32, extra: &[&str]) -> Vec<String> {
+    let out = Command::new(center_bin())
+        .args(["codes", "issue", "--dir"])
+        .arg(center_dir(broker))
+        .args(["--count", &count.to_string()])
+        .args(extra)
+        .output()
+        .expect("run porchlight-center codes issue");
+    assert!(
+        out.status.success(),
+        "codes issue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(codes.len(), count as usize, "{codes:?}");
+    codes
+}
+
+/// `porchlight-center serve` running in the background, its log collected.
+struct Serve {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    fn start(broker: &Broker, extra: &[&str]) -> Serve {
+        let mut child = center(broker)
+            .arg("serve")
+            .arg("--dir")
+            .arg(center_dir(broker))
+            .args(["--public-broker", &broker.url()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn porchlight-center serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let s = Serve { child, log };
+        // Subscribed once it says so (or give it a moment on an older log format).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !s.log().to_lowercase().contains("subscribed") {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[pairing]` and `[uplink]` tunables for a box of this city.
+fn box_config(broker: &Broker, extra_pairing: &str) -> String {
+    format!(
+        "[uplink]\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\ndrain_timeout = \"2s\"\n\
+         [pairing]\nbroker = \"{}\"\nca_file = {:?}\ntimeout = \"15s\"\n{extra_pairing}\n",
+        broker.pairing_url(),
+        broker.ca_file(),
+    )
+}
+
+/// POSTs `/api/v1/pair` through the CLI; returns (success, stdout+stderr).
+fn pair(d: &Daemon, code: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["pair", "--code", code, "--json"];
+    args.extend_from_slice(extra);
+    let out = d.cli(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn identity_files(d: &Daemon) -> PathBuf {
+    d.data_dir().join("identity/current")
+}
+
+#[test]
+fn a_fresh_box_pairs_streams_heartbeats_and_shares_then_unpairs() {
+    let camera = Camera::builder()
+        .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
+        .start();
+    let broker = Broker::start_city(CityOptions::default());
+    let _serve = Serve::start(&broker, &[]);
+    let code = issue_codes(&broker, 1, &["--label", "12 Elm St"]).remove(0);
+    let statuses = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/status"), &[]);
+    let heartbeats = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/heartbeat"), &[]);
+    let audits = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/audit"), &[]);
+
+    let mut d = Daemon::start(&format!(
+        "{FAST_INGEST}{}{}",
+        box_config(&broker, ""),
+        camera_toml("front", &camera.url("s"), "")
+    ));
+    d.wait_camera("front", Duration::from_secs(60), "streaming", |c| {
+        c["state"] == "streaming"
+    });
+    // Unpaired: works locally and says so.
+    assert_eq!(d.get("/api/v1/pairing")["state"], "unpaired");
+    assert_eq!(d.get("/api/v1/status")["paired"], false);
+    let st = d.cli_ok(&["status"]);
+    assert!(st.contains("not paired"), "{st}");
+
+    let t0 = Instant::now();
+    let (ok, out) = pair(&d, &code.to_lowercase(), &[]);
+    assert!(ok, "pairing failed: {out}\n{}", d.logs());
+    let answer: Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(answer["state"], "paired", "{answer}");
+    let gw = answer["gateway_id"].as_str().unwrap().to_owned();
+    assert!(gw.starts_with("gw-"), "{gw}");
+
+    // The key stayed on the box, owner-only; the certificate is the city's, CN = gw.
+    use std::os::unix::fs::PermissionsExt;
+    let key = identity_files(&d).join("key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let cert = identity_files(&d).join("cert.pem");
+    assert_eq!(
+        porchlight::uplink::tls::gateway_id(&cert).unwrap(),
+        gw,
+        "certificate CN"
+    );
+
+    // Online (retained) and heartbeating under the new identity, without a restart.
+    statuses.wait(Duration::from_secs(20), "retained online status", |m| {
+        m.iter().any(|m| {
+            m.topic == format!("{ROOT}/gw/{gw}/status") && m.payload.contains("\"online\":true")
+        })
+    });
+    let hb = heartbeats.wait(Duration::from_secs(20), "a heartbeat", |m| {
+        m.iter()
+            .any(|m| m.topic == format!("{ROOT}/gw/{gw}/heartbeat"))
+    });
+    let first_hb = t0.elapsed();
+    let hb: Value = serde_json::from_str(
+        &hb.iter()
+            .find(|m| m.topic == format!("{ROOT}/gw/{gw}/heartbeat"))
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let cam = &hb["cameras"][0];
+    assert_eq!(cam["id"], "front");
+    assert_eq!(cam["sharing"]["live"], "never", "deny by default: {hb}");
+    // Nothing that names an address or a credential.
+    let text = hb.to_string();
+    assert!(
+        !text.contains("rtsp://") && !text.contains("127.0.0.1"),
+        "{text}"
+    );
+    eprintln!("pair → first heartbeat: {first_hb:?}");
+    assert_eq!(d.get("/api/v1/status")["paired"], true);
+    assert_eq!(d.get("/api/v1/uplink")["state"], "connected");
+
+    // The pairing is audited and the entry reaches the center.
+    let local = d.get("/api/v1/audit?kind=pairing");
+    assert!(local.to_string().contains("\"paired\""), "{local}");
+    audits.wait(Duration::from_secs(20), "the pairing audit entry", |m| {
+        m.iter()
+            .any(|m| m.topic == format!("{ROOT}/gw/{gw}/audit") && m.payload.contains("\"paired\""))
+    });
+
+    // Pairing again is refused while paired.
+    let (ok, out) = pair(&d, &code, &[]);
+    assert!(!ok && out.contains("already paired"), "{out}");
+
+    // The identity survives a restart; the box comes back online as the same gateway.
+    assert!(d.stop(), "clean stop:\n{}", d.logs());
+    d.restart();
+    assert_eq!(d.get("/api/v1/pairing")["gateway_id"], gw.as_str());
+    wait_for("link up after restart", Duration::from_secs(20), || {
+        (d.get("/api/v1/uplink")["state"] == "connected").then_some(())
+    });
+
+    // The box's own certificate cannot speak for another box (the broker's ACL).
+    let other_box = format!("{ROOT}/gw/gw-someoneelse/status");
+    let spy = broker.subscribe(
+        Some(&broker.center),
+        &format!("{ROOT}/gw/gw-someoneelse/#"),
+        &[],
+    );
+    let own = support::pki::Identity {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let out = broker.publish(Some(&own), &other_box, "{\"online\":true}", true);
+    assert!(
+        out.status.success(),
+        "the box's certificate should connect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        spy.messages().is_empty(),
+        "a box published under another box's id: {:?}",
+        spy.messages()
+    );
+
+    // Unpair: offline, the identity and its key are gone, the box keeps working locally.
+    let out = d.cli(&["unpair"]);
+    assert!(!out.status.success(), "unpair without --yes must refuse");
+    d.cli_ok(&["unpair", "--yes"]);
+    assert_eq!(d.get("/api/v1/pairing")["state"], "unpaired");
+    assert!(!d.data_dir().join("identity").exists());
+    statuses.wait(Duration::from_secs(20), "offline after unpairing", |m| {
+        m.iter().any(|m| {
+            m.topic == format!("{ROOT}/gw/{gw}/status") && m.payload.contains("\"online\":false")
+        })
+    });
+    let local = d.get("/api/v1/audit?kind=pairing");
+    assert!(local.to_string().contains("\"unpaired\""), "{local}");
+    assert_eq!(d.camera("front")["state"], "streaming");
+    // A used code cannot pair the box again.
+    let (ok, out) = pair(&d, &code, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("already used"), "{out}");
+}
+
+#[test]
+fn wrong_used_and_expired_codes_and_a_wrong_ca_are_refused_in_plain_words() {
+    let broker = Broker::start_city(CityOptions::default());
+    let codes = issue_codes(&broker, 1, &[]);
+    let expiring = issue_codes(&broker, 1, &["--expires", "1s"]);
+    let d = Daemon::start(&box_config(&broker, ""));
+    let other = Daemon::start(&box_config(&broker, ""));
+
+    // No center answering yet: a clear timeout (pairing.timeout), not a hang.
+    let d_fast =
+        Daemon::start(&box_config(&broker, "").replace("timeout = \"15s\"", "timeout = \"3s\""));
+    let (ok, out) = pair(&d_fast, &codes[0], &[]);
+    assert!(!ok && out.contains("no answer"), "{out}");
+    assert_eq!(
+        d_fast.get("/api/v1/pairing")["last_error"]["code"],
+        "timeout"
+    );
+    drop(d_fast);
+
+    let serve = Serve::start(&broker, &[]);
+    // A code the city never issued.
+    let (ok, out) = pair(&d, "ZZZZ-ZZZZ-ZZZZ", &[]);
+    assert!(
+        !ok && out.contains("does not know this claim code"),
+        "{out}"
+    );
+    // Not even a code.
+    let (ok, out) = pair(&d, "hello", &[]);
+    assert!(!ok && out.contains("12 characters"), "{out}");
+    // An expired code.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, out) = pair(&d, &expiring[0], &[]);
+    assert!(!ok && out.contains("expired"), "{out}");
+    assert_eq!(
+        d.get("/api/v1/pairing")["last_error"]["code"],
+        "code_expired"
+    );
+    // A pairing service signed by another CA than the one given: refused before anything is sent.
+    let (ok, out) = pair(
+        &d,
+        &codes[0],
+        &["--ca", broker.ca.pem_file.to_str().unwrap()],
+    );
+    assert!(!ok && out.contains("CA mismatch"), "{out}");
+    // Nothing listening.
+    let dead = format!("mqtts://127.0.0.1:{}", support::free_port());
+    let (ok, out) = pair(&d, &codes[0], &["--broker", &dead]);
+    assert!(!ok && out.contains("cannot reach"), "{out}");
+    // The first box pairs with the code; a second box with the same code is refused.
+    let (ok, out) = pair(&d, &codes[0], &[]);
+    assert!(ok, "{out}\n{}", serve.log());
+    let (ok, out) = pair(&other, &codes[0], &[]);
+    assert!(!ok && out.contains("already used"), "{out}");
+    assert_eq!(other.get("/api/v1/pairing")["state"], "unpaired");
+    assert!(!other.data_dir().join("identity/current").exists());
+}
+
+#[test]
+fn renewal_switches_certificates_without_losing_queued_messages() {
+    let broker = Broker::start_city(CityOptions::default());
+    // Certificates live 90 days and the box renews with 100 days left: at once.
+    let _serve = Serve::start(&broker, &["--lifetime", "90d"]);
+    let code = issue_codes(&broker, 1, &[]).remove(0);
+    let d = Daemon::start(&box_config(&broker, "renew_before = \"100d\""));
+    let audits = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/audit"), &[]);
+    let (ok, out) = pair(&d, &code, &[]);
+    assert!(ok, "{out}");
+    let first = d.get("/api/v1/pairing");
+    let gw = first["gateway_id"].as_str().unwrap().to_owned();
+    let cert_file = identity_files(&d).join("cert.pem");
+    let cert_before = std::fs::read(&cert_file).unwrap();
+
+    // Keep the outbox busy across the switch: every consent change is an audit entry sent
+    // through it.
+    // Keep the outbox busy across the switch: pause and resume are audit entries, each sent
+    // to the center through it.
+    let mut changes = 0;
+    let renewed = wait_for("a renewed certificate", Duration::from_secs(40), || {
+        for what in ["pause", "resume"] {
+            d.cli_ok(&[what]);
+            changes += 1;
+        }
+        let now = std::fs::read(&cert_file).ok()?;
+        (now != cert_before).then_some(now)
+    });
+    for what in ["pause", "resume", "pause", "resume"] {
+        d.cli_ok(&[what]);
+        changes += 1;
+    }
+    assert_ne!(renewed, cert_before);
+    let after = d.get("/api/v1/pairing");
+    assert_eq!(
+        after["gateway_id"],
+        gw.as_str(),
+        "same gateway after renewal"
+    );
+    assert!(after["issued_at"].as_i64() > first["issued_at"].as_i64());
+    wait_for(
+        "link up with the renewed certificate",
+        Duration::from_secs(20),
+        || (d.get("/api/v1/uplink")["state"] == "connected").then_some(()),
+    );
+
+    // Every audit entry the box made reached the center: contiguous seqs, none lost.
+    let local = d.get("/api/v1/audit");
+    let entries = local["entries"].as_array().cloned().unwrap_or_default();
+    let last_seq = entries
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .expect("audit entries");
+    let topic = format!("{ROOT}/gw/{gw}/audit");
+    let got = audits.wait(Duration::from_secs(30), "every audit entry", |m| {
+        let seqs: std::collections::BTreeSet<u64> = m
+            .iter()
+            .filter(|m| m.topic == topic)
+            .filter_map(|m| serde_json::from_str::<Value>(&m.payload).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        seqs.last() == Some(&last_seq)
+    });
+    let seqs: std::collections::BTreeSet<u64> = got
+        .iter()
+        .filter(|m| m.topic == topic)
+        .filter_map(|m| serde_json::from_str::<Value>(&m.payload).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    let first_seq = *seqs.first().unwrap();
+    for s in first_seq..=last_seq {
+        assert!(
+            seqs.contains(&s),
+            "audit seq {s} lost across the renewal ({changes} changes)"
+        );
+    }
+    assert!(
+        got.iter().any(|m| m.payload.contains("\"renewed\"")),
+        "the renewal is audited"
+    );
+}
