@@ -34,6 +34,11 @@ fn rig() -> Rig {
 
 /// The rig with extra config (TOML appended after the camera).
 fn rig_with(extra: &str) -> Rig {
+    rig_full("", extra)
+}
+
+/// The rig with extra `[uplink]` keys and extra config appended after the camera.
+fn rig_full(uplink_extra: &str, extra: &str) -> Rig {
     let camera = Camera::builder()
         .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
         .start();
@@ -49,7 +54,7 @@ fn rig_with(extra: &str) -> Rig {
     )
     .unwrap();
     let body = format!(
-        "{FAST_INGEST}[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\ncenter_request_key_file = {:?}\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\ndrain_timeout = \"2s\"\n{}",
+        "{FAST_INGEST}[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\ncenter_request_key_file = {:?}\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\ndrain_timeout = \"2s\"\n{uplink_extra}{}",
         broker.url(),
         broker.ca.pem_file,
         gw.cert,
@@ -397,6 +402,77 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
     assert!(r.live_messages("never-1").is_empty());
     // The box stays up and its chain intact.
     assert!(r.cli(&["audit", "verify"]).contains("audit chain OK"));
+}
+
+#[test]
+fn a_clip_whose_segments_exceed_one_packet_arrives_split_and_whole() {
+    // 16 KiB packets: every stored GOP is larger, so each goes as several kind-2 messages.
+    let r = rig_full("max_packet_size = \"16 KiB\"\n", "");
+    r.cli(&[
+        "consent",
+        "set",
+        "front",
+        "--clips",
+        "always",
+        "--max-clip-window",
+        "1h",
+    ]);
+    let c = r
+        .daemon
+        .wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
+            c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0)
+                >= 4_000
+        });
+    let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
+    let mut req = claims("clip-big", RequestKind::Clip);
+    req.duration_s = None;
+    req.from = Some(from);
+    req.to = Some(from + 2);
+    r.send(&req);
+    r.reply("clip-big", "completed");
+    let topic = "porchlight/v1/gw/gw-1/clip/clip-big";
+    let msgs = r
+        .clips
+        .wait(Duration::from_secs(30), "the clip's end message", |m| {
+            m.iter().filter(|m| m.topic == topic).any(|m| {
+                hex::decode(m.payload.trim())
+                    .ok()
+                    .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
+                    .unwrap_or(false)
+            })
+        });
+    let payloads: Vec<Vec<u8>> = msgs
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| hex::decode(m.payload.trim()).unwrap())
+        .collect();
+    assert!(
+        payloads.iter().all(|p| p.len() <= 16 * 1024),
+        "every message fits max_packet_size"
+    );
+    let path = r.daemon.dir.path().join("clip-big.mp4");
+    let fragments = reassemble(&payloads, &path);
+    let body = std::fs::read(&path).unwrap();
+    let end = payloads
+        .iter()
+        .filter_map(|p| framing::decode(p).ok())
+        .find(|f| f.kind == Kind::End)
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(sha2::Sha256::digest(&body)),
+        "{manifest}"
+    );
+    assert_eq!(manifest["bytes"], body.len());
+    assert_eq!(manifest["fragments"], fragments);
+    // More messages than the 2-3 GOPs in the window: the segments were split.
+    assert!(fragments > 4, "{fragments} fragments: segments not split?");
+    let p = support::ffprobe::probe(&path);
+    assert_eq!(p.codec_name, "h264");
+    assert!(p.nb_frames >= 15, "{p:?}");
+    support::ffprobe::decode_ok(&path);
 }
 
 #[test]

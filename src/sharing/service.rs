@@ -512,35 +512,50 @@ impl Sharing {
             framing::encode(framing::Kind::Init, 0, 0, &init),
         ))?;
         let mut seq = 1u32;
+        let mut fragments = 0u64;
+        // A stored segment (one GOP) larger than one MQTT packet goes as consecutive kind-2
+        // messages cut at byte boundaries: the bodies still concatenate to the same fMP4
+        // (docs/protocol.md, "Clips").
+        let max_body = up
+            .max_payload(&topic)
+            .saturating_sub(framing::HEADER_LEN)
+            .max(1) as u64;
         for part in &plan.parts {
             let path = self.store.segment_file(part);
             let body = std::fs::read(&path).map_err(|_| "segment_evicted")?;
             hash.update(&body);
-            bytes += body.len() as u64;
-            queue(Record {
-                topic: topic.clone(),
-                retain: false,
-                payload: Payload::FramedFile {
-                    header: framing::header(
-                        framing::Kind::Fragment,
-                        seq,
-                        part.start_ms.max(0) as u64,
-                    )
-                    .to_vec(),
-                    path,
-                    offset: 0,
-                    len: body.len() as u64,
-                },
-                grant: None,
-            })?;
-            seq += 1;
+            let len = body.len() as u64;
+            bytes += len;
+            let mut offset = 0u64;
+            while offset < len {
+                let n = max_body.min(len - offset);
+                queue(Record {
+                    topic: topic.clone(),
+                    retain: false,
+                    payload: Payload::FramedFile {
+                        header: framing::header(
+                            framing::Kind::Fragment,
+                            seq,
+                            part.start_ms.max(0) as u64,
+                        )
+                        .to_vec(),
+                        path: path.clone(),
+                        offset,
+                        len: n,
+                    },
+                    grant: None,
+                })?;
+                seq += 1;
+                fragments += 1;
+                offset += n;
+            }
         }
         let manifest = Manifest {
             request_id: grant.id.clone(),
             camera: grant.camera.clone(),
             from: plan.from_ms,
             to: plan.to_ms,
-            fragments: plan.parts.len() as u64,
+            fragments,
             bytes,
             sha256: hex::encode(hash.finalize()),
         };

@@ -402,6 +402,14 @@ impl UplinkHandle {
         self.shared.notify.notify_one();
     }
 
+    /// The largest payload a QoS 1 message to `topic` may carry under `uplink.max_packet_size`.
+    pub fn max_payload(&self, topic: &str) -> usize {
+        // Worst case for the remaining-length field (4 bytes) keeps this exact enough.
+        self.shared
+            .max_packet_size
+            .saturating_sub(1 + 4 + 2 + topic.len() + 2)
+    }
+
     /// The durable inbox of requests from the center.
     pub fn inbox(&self) -> &inbox::Inbox {
         &self.shared.inbox
