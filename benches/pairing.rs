@@ -80,18 +80,19 @@ fn main() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(codes.len(), n, "codes issue: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        codes.len(),
+        n,
+        "codes issue: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let config = format!(
         "[pairing]\nbroker = \"{}\"\nca_file = {:?}\n",
         broker.pairing_url(),
         broker.ca_file()
     );
-    let hb = broker.subscribe(
-        Some(&broker.center),
-        "porchlight/v1/gw/+/heartbeat",
-        &[],
-    );
+    let hb = broker.subscribe(Some(&broker.center), "porchlight/v1/gw/+/heartbeat", &[]);
     let mut cli_ms = Vec::new();
     let mut first_hb_ms = Vec::new();
     for code in &codes {
@@ -119,6 +120,7 @@ fn main() {
         drop(d);
     }
     let _ = serve.kill();
+    let _ = serve.wait();
     let (a, b, c) = stats(cli_ms);
     let (x, y, z) = stats(first_hb_ms);
     println!("pairings: {n} (fresh daemon each, release build, this machine)");
