@@ -1,5 +1,7 @@
-//! The daemon: opens the store, starts one worker per camera, the retention sweeper and the
-//! control API, and shuts them down in a fixed order.
+//! The daemon: opens the store, starts one worker per camera (through
+//! [`crate::cameras::CameraSet`], which also adds, edits and removes cameras at run time), the
+//! camera discovery, the retention sweeper and the control API, and shuts them down in a fixed
+//! order.
 //!
 //! Shutdown (SIGINT or SIGTERM): ingest stops first (each camera closes and stores its open
 //! segment), then the store is flushed, then the city uplink publishes its offline status and
@@ -337,6 +339,13 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     sharing
         .end_stale_live_grants()
         .context("cannot end the live grants of the previous run")?;
+    let leftovers = sharing.clean_held();
+    if leftovers > 0 {
+        info!(
+            files = leftovers,
+            "Deleted clip pieces no queued message needs"
+        );
+    }
     let state = Arc::new(DaemonState {
         store: store.clone(),
         cameras: cameras.clone(),

@@ -632,7 +632,9 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
 
 #[test]
 fn a_clip_approved_while_the_broker_is_down_arrives_later_and_a_revoked_one_never_leaves() {
-    let mut r = rig();
+    // A small quota, so the clip's segments are evicted from the buffer while it waits in the
+    // outbox: what was queued must still arrive whole.
+    let mut r = rig_with("\n[store]\nquota = \"1 MiB\"\n");
     r.cli(&["consent", "set", "front", "--clips", "ask"]);
     // Persistent sessions (the broker keeps persistence), so nothing sent while these
     // subscribers reconnect after the outage is lost to them.
@@ -676,7 +678,17 @@ fn a_clip_approved_while_the_broker_is_down_arrives_later_and_a_revoked_one_neve
         .unwrap();
     assert!(queued >= 6, "clip chunks queued: {queued}");
     r.cli(&["revoke", "clip-revoked"]);
-    std::thread::sleep(Duration::from_secs(2));
+    let held = r.daemon.data_dir().join("held");
+    assert!(
+        std::fs::read_dir(&held).unwrap().count() >= 2,
+        "queued clip pieces hold their segments"
+    );
+    r.daemon.wait_camera(
+        "front",
+        Duration::from_secs(90),
+        "the clip's segments evicted",
+        |c| c["buffered_from_ms"].as_i64().unwrap_or(0) > (from + 2) * 1000,
+    );
     r.broker.restart();
 
     replies.wait(
@@ -708,8 +720,26 @@ fn a_clip_approved_while_the_broker_is_down_arrives_later_and_a_revoked_one_neve
     let path = r.daemon.dir.path().join("kept.mp4");
     reassemble(&payloads, &path);
     support::ffprobe::decode_ok(&path);
+    let end = payloads
+        .iter()
+        .filter_map(|p| framing::decode(p).ok())
+        .find(|f| f.kind == Kind::End)
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap())),
+        "evicted from the buffer, but what the manifest promised arrived: {manifest}"
+    );
     let st = r.daemon.get("/api/v1/uplink");
     assert_eq!(st["outbox_messages"], 0, "{st:#}");
+    // Sent or dropped, every held piece is released.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&held).unwrap().count() > 0 {
+        assert!(Instant::now() < deadline, "held clip pieces left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -446,6 +446,7 @@ impl CityLink {
             ),
             Err(e) => warn!(error = %e, "Could not clear the queues of the old identity"),
         }
+        self.sharing.clean_held();
         let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || identity::remove(&data_dir))
             .await

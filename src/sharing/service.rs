@@ -225,6 +225,41 @@ impl Sharing {
         self.record(entry)
     }
 
+    /// `{store}/held`: hard links of the segments queued clips still have to send (0700).
+    fn held_dir(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        let d = self.store.dir().join("held");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .ok()
+            .map(|()| d)
+    }
+
+    /// Deletes held clip pieces no queued message owns (left by a crash between linking and
+    /// queueing, or by unpairing). Returns how many.
+    pub fn clean_held(&self) -> usize {
+        let Some(dir) = self.held_dir() else { return 0 };
+        let owned = match self.link() {
+            Some(l) => match l.uplink.owned_files() {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(error = %e, "Cannot list the outbox's clip pieces; none deleted");
+                    return 0;
+                }
+            },
+            None => Default::default(),
+        };
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !owned.contains(&e.path()) && std::fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The current city link, if paired.
     fn link(&self) -> Option<Arc<SharingLink>> {
         self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -520,15 +555,29 @@ impl Sharing {
             .max_payload(&topic)
             .saturating_sub(framing::HEADER_LEN)
             .max(1) as u64;
+        let held = self.held_dir();
         for part in &plan.parts {
-            let path = self.store.segment_file(part);
-            let body = std::fs::read(&path).map_err(|_| "segment_evicted")?;
+            let original = self.store.segment_file(part);
+            // Each queued piece holds its own hard link to the segment, so quota eviction of
+            // the original cannot change what the manifest promises; the link goes when the
+            // piece is acknowledged or dropped. Where links are impossible, the original is
+            // referenced (and an evicted piece is dropped at send time, as before).
+            let link = |seq: u32| -> Option<PathBuf> {
+                let l = held.as_ref()?.join(format!("{}-{seq}.m4s", grant.id));
+                let _ = std::fs::remove_file(&l);
+                std::fs::hard_link(&original, &l).ok().map(|()| l)
+            };
+            let first = link(seq);
+            let body = std::fs::read(first.as_ref().unwrap_or(&original))
+                .map_err(|_| "segment_evicted")?;
             hash.update(&body);
             let len = body.len() as u64;
             bytes += len;
             let mut offset = 0u64;
+            let mut piece = first;
             while offset < len {
                 let n = max_body.min(len - offset);
+                let owned = if offset == 0 { piece.take() } else { link(seq) };
                 queue(Record {
                     topic: topic.clone(),
                     retain: false,
@@ -539,11 +588,12 @@ impl Sharing {
                             part.start_ms.max(0) as u64,
                         )
                         .to_vec(),
-                        path: path.clone(),
+                        path: owned.clone().unwrap_or_else(|| original.clone()),
                         offset,
                         len: n,
                     },
                     grant: None,
+                    owns_file: owned.is_some(),
                 })?;
                 seq += 1;
                 fragments += 1;

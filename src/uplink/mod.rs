@@ -427,6 +427,11 @@ impl UplinkHandle {
         self.shared.renewals.subscribe()
     }
 
+    /// Files owned by queued outbox records (held clip pieces).
+    pub fn owned_files(&self) -> Result<std::collections::HashSet<PathBuf>, UplinkError> {
+        Ok(self.shared.outbox.owned_files()?)
+    }
+
     /// Deletes everything queued in the outbox and the request inbox (unpairing).
     /// Returns (outbox messages, inbox requests) deleted.
     pub fn clear_queues(&self) -> Result<(u64, usize), UplinkError> {

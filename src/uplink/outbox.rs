@@ -139,6 +139,10 @@ pub struct Record {
     pub payload: Payload,
     /// The consent grant this message belongs to, checked again just before sending.
     pub grant: Option<String>,
+    /// The record owns its file (a private hard link made when it was queued, so quota
+    /// eviction of the original cannot take the bytes away): the file is deleted when the
+    /// record is acknowledged, dropped or cleared.
+    pub owns_file: bool,
 }
 
 impl Record {
@@ -149,6 +153,18 @@ impl Record {
             retain,
             payload: Payload::Inline(payload),
             grant: None,
+            owns_file: false,
+        }
+    }
+
+    /// The file this record owns, if any (see [`Record::owns_file`]).
+    pub fn owned_file(&self) -> Option<&std::path::Path> {
+        if !self.owns_file {
+            return None;
+        }
+        match &self.payload {
+            Payload::Inline(_) => None,
+            Payload::FileRange { path, .. } | Payload::FramedFile { path, .. } => Some(path),
         }
     }
 
@@ -165,7 +181,11 @@ impl Record {
         out.push(RECORD_VERSION);
         // Grant ids are request ids, at most 64 bytes.
         let grant = self.grant.as_deref().filter(|g| g.len() <= 255);
-        out.push(u8::from(self.retain) | (u8::from(grant.is_some()) << 1));
+        out.push(
+            u8::from(self.retain)
+                | (u8::from(grant.is_some()) << 1)
+                | (u8::from(self.owns_file) << 2),
+        );
         match &self.payload {
             Payload::Inline(_) => out.push(1),
             Payload::FileRange { .. } => out.push(2),
@@ -250,6 +270,7 @@ impl Record {
             retain: flags & 1 != 0,
             payload,
             grant,
+            owns_file: flags & 4 != 0,
         })
     }
 }
@@ -530,6 +551,17 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
+/// Deletes the file a stored record owns (best effort: a leftover is cleaned up at start).
+fn release_file(raw: &[u8]) {
+    if let Some(path) = Record::decode(raw).as_ref().and_then(Record::owned_file) {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %path.display(), error = %e, "Cannot delete a sent clip piece");
+            }
+        }
+    }
+}
+
 fn key_bytes(key: u64) -> [u8; 8] {
     key.to_be_bytes()
 }
@@ -661,9 +693,12 @@ impl Outbox {
         }
     }
 
-    /// Deletes an acknowledged record (no flush: a lost delete only means a duplicate).
+    /// Deletes an acknowledged record (no flush: a lost delete only means a duplicate), and
+    /// the file it owns.
     pub fn remove(&self, key: u64) -> Result<(), OutboxError> {
-        self.tree.remove(key_bytes(key))?;
+        if let Some(old) = self.tree.remove(key_bytes(key))? {
+            release_file(&old);
+        }
         Ok(())
     }
 
@@ -683,11 +718,25 @@ impl Outbox {
             if let Ok(kb) = <[u8; 8]>::try_from(&k[..]) {
                 st.forget(u64::from_be_bytes(kb));
             }
-            self.tree.remove(k)?;
+            if let Some(old) = self.tree.remove(k)? {
+                release_file(&old);
+            }
             n += 1;
         }
         self.db.flush()?;
         Ok(n)
+    }
+
+    /// Every file that queued records own (for cleaning up leftovers at start).
+    pub fn owned_files(&self) -> Result<std::collections::HashSet<PathBuf>, OutboxError> {
+        let mut out = std::collections::HashSet::new();
+        for item in self.tree.iter() {
+            let (_, v) = item?;
+            if let Some(p) = Record::decode(&v).as_ref().and_then(Record::owned_file) {
+                out.insert(p.to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// Flushes pending deletions.
