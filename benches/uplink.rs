@@ -1074,6 +1074,7 @@ mod child {
                         retain: false,
                         payload: p,
                         grant: None,
+                        owns_file: false,
                     })
                     .expect("queue");
             }

@@ -895,6 +895,37 @@ mod tests {
     }
 
     #[test]
+    fn an_owned_file_goes_with_its_record_and_a_referenced_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let ob = Outbox::open(&db, 1 << 20, WhenFull::RejectNew).unwrap();
+        let (owned, referenced) = (dir.path().join("held-1"), dir.path().join("seg"));
+        std::fs::write(&owned, b"x").unwrap();
+        std::fs::write(&referenced, b"y").unwrap();
+        let rec = |path: &std::path::Path, owns_file: bool| Record {
+            topic: "t".into(),
+            retain: false,
+            payload: Payload::FileRange {
+                path: path.to_owned(),
+                offset: 0,
+                len: 1,
+            },
+            grant: None,
+            owns_file,
+        };
+        let a = ob.push(rec(&owned, true)).unwrap();
+        let b = ob.push(rec(&referenced, false)).unwrap();
+        assert_eq!(
+            ob.owned_files().unwrap(),
+            std::collections::HashSet::from([owned.clone()])
+        );
+        ob.remove(a).unwrap();
+        ob.remove(b).unwrap();
+        assert!(!owned.exists(), "an acknowledged record deletes its own file");
+        assert!(referenced.exists(), "never a file the record only refers to");
+    }
+
+    #[test]
     fn record_round_trips_every_payload_kind_with_and_without_grant() {
         for r in [
             Record::inline("porchlight/v1/gw/a/event", false, b"{\"seq\":1}".to_vec()),
@@ -909,6 +940,7 @@ mod tests {
                     len: 262_144,
                 },
                 grant: None,
+                owns_file: false,
             },
             Record {
                 topic: "t/clip/y".into(),
@@ -920,6 +952,7 @@ mod tests {
                     len: 1_000_000,
                 },
                 grant: Some("req-7".into()),
+                owns_file: true,
             },
         ] {
             assert_eq!(Record::decode(&r.encode()), Some(r));
