@@ -1166,6 +1166,22 @@ mod tests {
     }
 
     #[test]
+    fn web_section_defaults_to_the_lan_and_checks_session_times() {
+        let v = Config::parse("").unwrap().validate().unwrap();
+        let web = v.web.expect("the UI is on by default");
+        assert_eq!(web.listen, default_web_listen());
+        assert!(web.listen.ip().is_unspecified());
+        let off = Config::parse("[web]\nenabled = false\n").unwrap();
+        assert!(off.validate().unwrap().web.is_none());
+        let p = invalid("[web]\nsession_idle = \"10s\"\nsession_max = \"5s\"\n");
+        let all = p.join("\n");
+        assert!(
+            all.contains("web.session_idle") && all.contains("web.session_max"),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = Config::parse("[store]\nquotta = \"1 GiB\"\n").unwrap_err();
         assert!(err.contains("quotta"), "{err}");

@@ -293,6 +293,40 @@ fn discover_with_host_works_where_multicast_is_dropped() {
     );
 }
 
+#[test]
+fn discover_with_range_works_where_multicast_is_dropped() {
+    let py = python();
+    let lan = Lan::new(false);
+    let (_wsd, _mdns) = start_responders(
+        &lan,
+        &py,
+        &format!("http://{CAM_IP}:8080/onvif/device_service"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("none.toml");
+    std::fs::write(&config, "").unwrap();
+    // Paced unicast probes of the whole /24 (one per host): the responder answers, from the
+    // range.
+    let cams = discover_json(&lan, &["--range", "10.231.0.0/24"], &config);
+    assert_eq!(cams.len(), 1, "{cams:#?}");
+    assert_eq!(cams[0]["address"], CAM_IP);
+    assert_eq!(cams[0]["name"], "Porch Cam");
+    // Public or wide ranges are refused before anything is sent.
+    for bad in ["8.8.8.0/24", "10.0.0.0/16"] {
+        let out = lan
+            .exec(&lan.gw, &porchlight())
+            .args(["discover", "--range", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("private") || err.contains("too wide"),
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// The fake ONVIF device on loopback (see the module doc).
 fn fake_device(bind: &str, port: u16, extra: &[&str]) -> Proc {
     let mut c = Command::new(python());
@@ -349,6 +383,25 @@ fn onvif_probe_with_usernametoken_in_camera_time() {
     let e = onvif::probe_device(&request(port, "wrong")).unwrap_err();
     assert!(matches!(e, OnvifError::Unauthorized { .. }), "{e}");
     assert!(!e.to_string().contains("wrong"));
+}
+
+#[test]
+fn onvif_probe_falls_back_to_getservices() {
+    // ONVIF 2.x-only firmware refuses GetCapabilities; the media address comes from
+    // GetServices instead.
+    let port = support::free_port();
+    let dev = fake_device("127.0.0.1", port, &["--no-capabilities"]);
+    let r = onvif::probe_device(&request(port, "s3cret pass")).unwrap();
+    assert!(r.main().is_some());
+    let calls = dev.seen();
+    assert!(
+        calls.iter().any(|c| c.contains("GetServices ok")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.contains("GetStreamUri ok")),
+        "{calls:?}"
+    );
 }
 
 #[test]

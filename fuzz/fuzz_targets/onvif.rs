@@ -1,5 +1,5 @@
 //! Fuzzes the ONVIF response parsers (faults, GetSystemDateAndTime, GetDeviceInformation,
-//! GetCapabilities, GetProfiles, GetStreamUri), the stream-URI and service-address checks, and
+//! GetCapabilities, GetServices, GetProfiles, GetStreamUri), the stream-URI and service-address checks, and
 //! the HTTP digest challenge parser: no input may panic. Seeds: the recorded responses in
 //! `tests/data/onvif/`:
 //!
@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = onvif::parse_system_date_and_time(data);
     let _ = onvif::parse_device_information(data);
     if let Ok(Some(x)) = onvif::parse_capabilities(data) {
+        let _ = onvif::checked_service_url("media", &x, approved);
+    }
+    if let Ok(Some(x)) = onvif::parse_services(data) {
         let _ = onvif::checked_service_url("media", &x, approved);
     }
     let _ = onvif::parse_profiles(data);

@@ -26,10 +26,7 @@ use crate::ingest::now_ms;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/cameras", get(list).post(add))
-        .route(
-            "/api/v1/cameras/{id}",
-            axum::routing::patch(edit).delete(remove),
-        )
+        .route("/api/v1/cameras/{id}", get(one).patch(edit).delete(remove))
         .route("/api/v1/discovery", get(discovery))
         .route("/api/v1/discovery/scan", post(scan))
 }
@@ -45,6 +42,13 @@ impl From<CameraError> for ApiError {
             CameraError::Store(_) => ApiError::Internal(e.to_string()),
         }
     }
+}
+
+/// A JSON body, or `400 bad_request` saying what is wrong with it (as an [`ApiError`] body,
+/// like every error here; axum's own rejection is plain text).
+fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not usable JSON: {e}")))
 }
 
 /// A camera-side failure while asking it over ONVIF: the camera is there but said no, or
@@ -179,6 +183,19 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<CameraInfo>>, Ap
     ))
 }
 
+/// `GET /api/v1/cameras/{id}`: one camera, as in the list.
+async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CameraInfo>, ApiError> {
+    let cam = state
+        .cameras
+        .get(&id)
+        .ok_or_else(|| CameraError::NotFound(id.clone()))?;
+    let usage = usage(&state).await?;
+    Ok(Json(info(&cam, &usage)))
+}
+
 /// Body of `POST /api/v1/cameras`: either `from_discovery` (+ credentials) or `url`.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -205,11 +222,12 @@ pub struct AddCamera {
     pub transport: Option<Transport>,
 }
 
-/// `POST /api/v1/cameras` → `201`-style answer `{"camera": CameraInfo}` (status 200).
+/// `POST /api/v1/cameras` → `{"camera": CameraInfo}` (status 200).
 async fn add(
     State(state): State<AppState>,
-    Json(body): Json<AddCamera>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: AddCamera = parse_body(&body)?;
     let taken = state.cameras.ids();
     let (stored, how) = match &body.from_discovery {
         Some(did) => (
@@ -304,9 +322,6 @@ async fn from_discovery(
     }
     let username = body.username.clone().unwrap_or_default();
     let password = body.password.clone().unwrap_or_else(|| Secret::new(""));
-    let (report, device_url) = scanner::probe_discovered(&d, &username, &password)
-        .await
-        .map_err(|e| onvif_error(did, e))?;
     let id = match &body.id {
         Some(id) => id.clone(),
         None => crate::cameras::unique_id(
@@ -317,6 +332,41 @@ async fn from_discovery(
             taken,
         ),
     };
+    if !d.onvif {
+        // mDNS only (many doorbells): the announced RTSP service is the stream; there is no
+        // ONVIF identity to follow across address changes.
+        let Some(port) = d.rtsp_port else {
+            return Err(ApiError::Unavailable(format!(
+                "discovered camera {did} announces neither ONVIF nor an RTSP service; add it with its url"
+            )));
+        };
+        let host = match d.address {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let path = d.rtsp_path.clone().unwrap_or_default();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        let mut manual_body = AddCamera {
+            id: Some(id),
+            name: body.name.clone().or_else(|| d.name.clone()),
+            url: Some(format!("rtsp://{host}:{port}{path}")),
+            username: body.username.clone(),
+            password: body.password.clone(),
+            record: body.record,
+            audio: body.audio,
+            transport: body.transport,
+            ..AddCamera::default()
+        };
+        manual_body.username = manual_body.username.filter(|u| !u.is_empty());
+        return manual(&manual_body, taken);
+    }
+    let (report, device_url) = scanner::probe_discovered(&d, &username, &password)
+        .await
+        .map_err(|e| onvif_error(did, e))?;
     let mut stored = StoredCamera {
         name: body
             .name
@@ -389,8 +439,9 @@ fn some_or_null<'de, D: serde::Deserializer<'de>>(
 async fn edit(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Json(body): Json<EditCamera>,
+    body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: EditCamera = parse_body(&body)?;
     let cam = state
         .cameras
         .get(&id)

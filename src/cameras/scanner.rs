@@ -4,8 +4,9 @@
 //! One run is [`crate::discovery::discover`] (WS-Discovery + mDNS, plus the configured unicast
 //! hosts and ranges) on a blocking thread. Runs happen at start, every `[discovery] interval`,
 //! and when the resident asks (`POST /api/v1/discovery/scan`). Only one run is in flight at a
-//! time; a request that arrives during a run waits for it and shares its result, so the
-//! resident pressing "scan" ten times sends one probe, not ten.
+//! time; a request that arrives during a run waits for it and shares its result, and a request
+//! within [`MIN_GAP`] of the last run gets that run's result, so the resident pressing "scan"
+//! ten times sends one probe, not ten.
 //!
 //! The latest result is kept in memory only (it holds addresses of devices in the home; it is
 //! never persisted, logged above debug level, or sent to the center).
@@ -29,6 +30,9 @@ use crate::daemon::Shutdown;
 use crate::discovery::onvif::{self, DeviceReport, OnvifError};
 use crate::discovery::{self, DiscoveredCamera};
 use crate::ingest::now_ms;
+
+/// Least time between the end of one run and the start of the next.
+pub const MIN_GAP: Duration = Duration::from_secs(5);
 
 /// Time allowed for each ONVIF request made by discovery and adding.
 pub const ONVIF_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,13 +82,15 @@ impl Scanner {
             .clone()
     }
 
-    /// Runs discovery now, or waits for the run in flight (started after this call) and
-    /// returns its result.
+    /// Runs discovery now, or waits for the run in flight and returns its result. A run that
+    /// ended less than [`MIN_GAP`] ago is returned as is: asking in a loop never makes the box
+    /// probe the network back to back.
     pub async fn scan(&self) -> ScanResult {
         let asked = now_ms();
         let _running = self.running.lock().await;
         if let Some(r) = self.latest() {
-            if r.started_ms >= asked {
+            let gap = i64::try_from(MIN_GAP.as_millis()).unwrap_or(i64::MAX);
+            if r.started_ms >= asked || r.finished_ms.saturating_add(gap) > now_ms() {
                 return r;
             }
         }

@@ -48,7 +48,7 @@ pub struct AddArgs {
     /// The discovery id (first column of `porchlight discover`).
     #[arg(long, value_name = "ID", conflicts_with_all = ["url", "substream_url"], requires_all = ["username", "password_file"])]
     pub from_discovery: Option<String>,
-    /// Main stream, rtsp://host[:port]/path, without credentials.
+    /// Main stream, `rtsp://host[:port]/path`, without credentials.
     #[arg(long, required_unless_present = "from_discovery")]
     pub url: Option<String>,
     /// Lower-bitrate substream.

@@ -240,8 +240,9 @@ pub async fn exchange(e: &Enrollment, csr_json: Vec<u8>) -> Result<PairResult, P
     let mut o = MqttOptions::new(e.code.clone(), e.host.clone(), e.port);
     o.set_credentials(e.username.clone(), e.password.clone())
         .set_keep_alive(Duration::from_secs(30))
-        // The broker keeps the subscription and a result published while we were away.
-        .set_clean_session(false)
+        // No session left behind at the broker: if the answer is lost with the connection,
+        // the box asks again with the same key and the center sends the same certificate.
+        .set_clean_session(true)
         .set_max_packet_size(256 << 10, 256 << 10)
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tls),
