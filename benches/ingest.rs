@@ -584,7 +584,7 @@ fn start_daemon(procs: &mut Procs, logs: &Path, config: &Path) -> u32 {
 
 fn daemon_config(data: &Path, api_port: u16, cameras: &[(String, String)]) -> String {
     let mut cfg = format!(
-        "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n[store]\nquota = \"8 GiB\"\nretention = \"7d\"\n[discovery]\nenabled = false\n",
+        "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n[store]\nquota = \"8 GiB\"\nretention = \"7d\"\n[discovery]\nenabled = false\n[web]\nenabled = false\n",
         data.display().to_string()
     );
     for (id, url) in cameras {

@@ -815,7 +815,7 @@ fn startup_section(broker: &Broker, work: &Path, starts: usize) -> Vec<StartRow>
             fs::write(
                 &config,
                 format!(
-                    "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{}\"\n[discovery]\nenabled = false\n[uplink]\nbroker = \"mqtts://127.0.0.1:{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+                    "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{}\"\n[discovery]\nenabled = false\n[web]\nenabled = false\n[uplink]\nbroker = \"mqtts://127.0.0.1:{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
                     dir.join("data").display().to_string(),
                     free_port(),
                     broker.port,

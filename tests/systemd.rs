@@ -19,7 +19,7 @@ fn ready_watchdog_and_stopping_reach_notify_socket() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[discovery]\nenabled = false\n",
+            "data_dir = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n[discovery]\nenabled = false\n[web]\nenabled = false\n",
             dir.path().join("data").display().to_string()
         ),
     )

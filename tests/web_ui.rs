@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::camera::{Camera, Codec, Stream};
-use support::mosquitto::Broker;
+use support::mosquitto::{Broker, CityOptions};
 use support::{Daemon, FAST_INGEST};
 use web::{setup_code, web_addr, WEB_TOML};
 
@@ -32,14 +32,16 @@ fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web")
 }
 
-/// `target/ui-screenshots`, next to the built binaries.
-fn screenshot_dir() -> PathBuf {
+/// `target/ui-screenshots/{flow}`, next to the built binaries, emptied for this run.
+fn screenshot_dir(flow: &str) -> PathBuf {
     let bin = support::bin();
     let target = bin
         .parent()
         .and_then(Path::parent)
         .expect("target dir above the binary");
-    target.join("ui-screenshots")
+    let dir = target.join("ui-screenshots").join(flow);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Node, Chromium and playwright-core are there, or the test fails saying how to get them.
@@ -67,7 +69,7 @@ fn center(broker: &Broker) -> Command {
     c.arg("--broker")
         .arg(broker.url())
         .arg("--ca")
-        .arg(&broker.ca.pem_file)
+        .arg(broker.ca_file())
         .arg("--cert")
         .arg(&broker.center.cert)
         .arg("--key")
@@ -84,6 +86,41 @@ struct Ui {
 }
 
 impl Ui {
+    /// Runs `tests/web/{script}` with `cfg` as its argument; its stderr goes to `log`.
+    fn start(script: &str, cfg: &serde_json::Value, log: PathBuf) -> Ui {
+        let mut child = Command::new("node")
+            .arg(web_dir().join(script))
+            .arg(cfg.to_string())
+            .current_dir(web_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        Ui {
+            child,
+            stdin,
+            lines,
+            log,
+        }
+    }
+
+    /// Waits for the script to end well.
+    fn finish(mut self) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "browser script: {status}\n{}", self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -163,8 +200,7 @@ fn resident_sets_up_adds_a_camera_approves_and_revokes_a_police_request_in_the_b
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let shots = screenshot_dir();
-    let _ = std::fs::remove_dir_all(&shots);
+    let shots = screenshot_dir("resident");
     let cfg = serde_json::json!({
         "base": format!("http://{}", web_addr(&d.data_dir())),
         "code": setup_code(&d),
@@ -173,32 +209,7 @@ fn resident_sets_up_adds_a_camera_approves_and_revokes_a_police_request_in_the_b
                    "username": "admin", "password": CAMERA_PASSWORD},
         "shots": shots,
     });
-    let log = d.dir.path().join("browser.log");
-    let mut child = Command::new("node")
-        .arg(web_dir().join("ui.mjs"))
-        .arg(cfg.to_string())
-        .current_dir(web_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start node");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let stdin = child.stdin.take().unwrap();
-    let mut ui = Ui {
-        child,
-        stdin,
-        lines,
-        log,
-    };
+    let mut ui = Ui::start("ui.mjs", &cfg, d.dir.path().join("browser.log"));
     let slow = Duration::from_secs(90);
 
     ui.expect("setup_done", slow, &d);
@@ -219,6 +230,13 @@ fn resident_sets_up_adds_a_camera_approves_and_revokes_a_police_request_in_the_b
         (played["w"].as_u64(), played["h"].as_u64()),
         (Some(320), Some(240)),
         "{played}"
+    );
+    ui.expect("camera_edited", slow, &d);
+    let cam = d.camera("front");
+    assert_eq!(cam["name"], "Front door (porch)", "{cam}");
+    assert_eq!(
+        cam["has_password"], true,
+        "an edit without a password keeps it: {cam}"
     );
     ui.expect("consent_ask_set", slow, &d);
     let rules = d.get("/api/v1/consent");
@@ -333,15 +351,22 @@ fn resident_sets_up_adds_a_camera_approves_and_revokes_a_police_request_in_the_b
         "request_received",
         "decision",
         "grant_start",
+        "bytes_sent",
         "revoke",
-        "grant_end",
     ] {
         assert!(kinds.contains(&kind), "audit page lacks {kind}: {kinds:?}");
     }
     assert!(audit["csv_lines"].as_u64().unwrap() > kinds.len() as u64);
+    ui.expect("paused", slow, &d);
+    ui.expect("dashboard_preview", slow, &d);
     ui.expect("done", slow, &d);
-    let status = ui.child.wait().unwrap();
-    assert!(status.success(), "browser script: {status}\n{}", ui.log());
+    ui.finish();
+    assert_eq!(d.get("/api/v1/consent")["paused"], false, "resumed");
+    let audit = d.get("/api/v1/audit?limit=50").to_string();
+    assert!(
+        audit.contains("\"pause\"") && audit.contains("\"resume\""),
+        "{audit}"
+    );
     let pngs = std::fs::read_dir(&shots)
         .unwrap()
         .filter(|e| {
@@ -350,4 +375,89 @@ fn resident_sets_up_adds_a_camera_approves_and_revokes_a_police_request_in_the_b
         })
         .count();
     assert!(pngs >= 10, "{pngs} screenshots in {}", shots.display());
+}
+
+/// `porchlight-center serve` (the city's pairing service) in the background.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn resident_pairs_the_box_from_the_page_and_sees_a_wrong_code_explained() {
+    check_browser_tools();
+    let broker = Broker::start_city(CityOptions::default());
+    let dir = broker.city.as_ref().unwrap().dir.clone();
+    let serve_log = dir.join("serve.log");
+    let serve = Serve(
+        center(&broker)
+            .arg("serve")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--public-broker", &broker.url()])
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&serve_log).unwrap())
+            .stderr(std::fs::File::create(dir.join("serve.err")).unwrap())
+            .spawn()
+            .expect("spawn porchlight-center serve"),
+    );
+    let issued = Command::new(env!("CARGO_BIN_EXE_porchlight-center"))
+        .args(["codes", "issue", "--dir"])
+        .arg(&dir)
+        .args(["--count", "1"])
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{issued:?}");
+    let claim = String::from_utf8_lossy(&issued.stdout).trim().to_owned();
+    let d = Daemon::start(&format!(
+        "{WEB_TOML}[uplink]\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\n\
+         [pairing]\nbroker = \"{}\"\nca_file = {:?}\ntimeout = \"15s\"\n",
+        broker.pairing_url(),
+        broker.ca_file(),
+    ));
+    // The service is subscribed once it logs so.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&serve_log)
+        .unwrap_or_default()
+        .to_lowercase()
+        .contains("subscribed")
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cfg = serde_json::json!({
+        "base": format!("http://{}", web_addr(&d.data_dir())),
+        "code": setup_code(&d),
+        "password": "porch light 2026",
+        "claim": claim,
+        "shots": screenshot_dir("pairing"),
+    });
+    let mut ui = Ui::start("pairing.mjs", &cfg, d.dir.path().join("browser.log"));
+    let slow = Duration::from_secs(90);
+    let refused = ui.expect("refused", slow, &d);
+    let message = refused["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        message.contains("code") && !message.contains("422"),
+        "not in plain words: {message}"
+    );
+    let paired = ui.expect("paired", slow, &d);
+    let gw = d.get("/api/v1/pairing")["gateway_id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        !gw.is_empty() && paired["text"].as_str().unwrap_or_default().contains(&gw),
+        "{paired} vs {gw}"
+    );
+    ui.expect("unpaired", slow, &d);
+    ui.finish();
+    assert_eq!(d.get("/api/v1/pairing")["state"], "unpaired");
+    drop(serve);
 }

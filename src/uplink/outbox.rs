@@ -921,8 +921,14 @@ mod tests {
         );
         ob.remove(a).unwrap();
         ob.remove(b).unwrap();
-        assert!(!owned.exists(), "an acknowledged record deletes its own file");
-        assert!(referenced.exists(), "never a file the record only refers to");
+        assert!(
+            !owned.exists(),
+            "an acknowledged record deletes its own file"
+        );
+        assert!(
+            referenced.exists(),
+            "never a file the record only refers to"
+        );
     }
 
     #[test]

@@ -336,7 +336,7 @@ impl Credentials {
         Ok(())
     }
 
-    /// Checks the password (blocking: about a second of hashing on a small box).
+    /// Checks the password (blocking: one PBKDF2 hash).
     pub fn verify(&self, password: &str) -> Result<(), AuthError> {
         let Some(file) = self.lock().clone() else {
             return Err(AuthError::NotSetUp);

@@ -174,3 +174,92 @@ fn send_frame(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{mp4, TrackInfo};
+
+    fn info() -> Arc<StreamInfo> {
+        Arc::new(StreamInfo {
+            video: TrackInfo {
+                kind: TrackKind::Video,
+                timescale: 90_000,
+                sample_entry: vec![0, 0, 0, 8, b'a', b'v', b'c', b'1'],
+                width: 64,
+                height: 64,
+            },
+            audio: None,
+        })
+    }
+
+    fn frame(dts: i64, key: bool) -> Arc<Frame> {
+        Arc::new(Frame {
+            track: TrackKind::Video,
+            dts,
+            duration: 6000,
+            wall_ms: 1_000 + dts / 90,
+            is_key: key,
+            data: Bytes::from_static(b"frame"),
+        })
+    }
+
+    #[tokio::test]
+    async fn preview_is_init_then_a_fragment_per_frame_and_ends_with_the_camera() {
+        let feed = LiveFeed::new();
+        feed.params(info());
+        feed.frame(frame(0, true));
+        let mut sub = feed.subscribe();
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_trigger, shutdown) = Shutdown::new();
+        let preroll = std::mem::take(&mut sub.preroll);
+        let task = tokio::spawn(pump(
+            sub.params.take().unwrap(),
+            preroll,
+            sub.events,
+            tx,
+            shutdown,
+        ));
+        let init = rx.recv().await.unwrap().unwrap();
+        assert_eq!(&init[4..8], b"ftyp");
+        let first = rx.recv().await.unwrap().unwrap();
+        assert!(mp4::parse_fragment(&first).unwrap().tracks[0].samples[0].is_sync());
+        feed.frame(frame(6000, false));
+        let second = rx.recv().await.unwrap().unwrap();
+        assert_eq!(mp4::parse_fragment(&second).unwrap().tracks.len(), 1);
+        feed.lost();
+        task.await.unwrap();
+        assert!(rx.recv().await.is_none(), "the stream ends with the camera");
+    }
+
+    #[tokio::test]
+    async fn a_slow_browser_skips_to_the_next_keyframe() {
+        let mut fr = LiveFragmenter::new(&info());
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut skipping = false;
+        assert!(send_frame(&mut fr, &frame(0, true), &tx, &mut skipping));
+        // The channel is full: this frame is dropped and skipping starts.
+        assert!(send_frame(&mut fr, &frame(6000, false), &tx, &mut skipping));
+        assert!(skipping);
+        rx.recv().await.unwrap().unwrap();
+        // Room again, but a delta frame would not decode: still skipped.
+        assert!(send_frame(
+            &mut fr,
+            &frame(12000, false),
+            &tx,
+            &mut skipping
+        ));
+        assert!(rx.try_recv().is_err());
+        assert!(send_frame(&mut fr, &frame(18000, true), &tx, &mut skipping));
+        assert!(!skipping);
+        let f = rx.recv().await.unwrap().unwrap();
+        assert!(mp4::parse_fragment(&f).unwrap().tracks[0].samples[0].is_sync());
+        drop(rx);
+        assert!(!send_frame(
+            &mut fr,
+            &frame(24000, false),
+            &tx,
+            &mut skipping
+        ));
+    }
+}

@@ -65,6 +65,9 @@ pub struct Web {
     credentials: Credentials,
     sessions: Sessions,
     limiter: Mutex<LoginLimiter>,
+    /// One password hash at a time: parallel guesses queue here and meet the limiter one by
+    /// one, instead of costing a second of CPU each before any failure is counted.
+    hashing: tokio::sync::Semaphore,
     previews: Arc<live::Previews>,
     shutdown: Shutdown,
 }
@@ -136,6 +139,7 @@ pub async fn spawn(
         credentials,
         sessions: Sessions::new(cfg.session_idle.0, cfg.session_max.0),
         limiter: Mutex::new(LoginLimiter::default()),
+        hashing: tokio::sync::Semaphore::new(1),
         previews: Arc::default(),
         shutdown: shutdown.clone(),
     });
@@ -156,8 +160,8 @@ pub async fn spawn(
     ))
 }
 
-/// The web UI's routes (exposed for tests).
-pub fn router(web: WebState, state: AppState) -> Router {
+/// The web UI's routes: the page, the auth routes, and the control routes behind the session.
+fn router(web: WebState, state: AppState) -> Router {
     let (previews, shutdown) = (web.previews.clone(), web.shutdown.clone());
     let api = crate::api::routes()
         .route(
@@ -366,6 +370,7 @@ async fn limited(
     ip: IpAddr,
     attempt: impl FnOnce(&Credentials) -> Result<(), AuthError> + Send + 'static,
 ) -> Result<(), AuthError> {
+    let _permit = web.hashing.acquire().await;
     {
         let mut l = web.limiter.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(retry_after) = l.check(ip, Instant::now()) {

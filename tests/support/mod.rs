@@ -49,6 +49,11 @@ impl Daemon {
         if !body.contains("[discovery]") {
             text.push_str("\n[discovery]\nenabled = false\n");
         }
+        // Likewise the web UI would listen on every interface (0.0.0.0:8080): off unless a
+        // test configures it (on loopback).
+        if !body.contains("[web]") {
+            text.push_str("\n[web]\nenabled = false\n");
+        }
         std::fs::write(&config, text).expect("write config");
         let mut d = Daemon {
             child: None,

@@ -4,56 +4,33 @@
 // the police side (porchlight-center) has to act. Diagnostics go to stderr.
 //
 //   node ui.mjs '{"base":"http://127.0.0.1:PORT","code":"…","password":"…","camera":{…},"shots":"DIR"}'
-import { chromium } from "playwright-core";
-import readline from "node:readline";
-import fs from "node:fs";
-import path from "node:path";
+import { launch, phonePage, protocol, shooter } from "./lib.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const { step, handshake, close } = protocol();
+const shot = shooter(cfg.shots);
 
-const rl = readline.createInterface({ input: process.stdin });
-const inbox = [];
-let waiter = null;
-rl.on("line", (l) => {
-  if (waiter) { const w = waiter; waiter = null; w(l); } else inbox.push(l);
-});
-const nextLine = () => (inbox.length ? Promise.resolve(inbox.shift()) : new Promise((r) => { waiter = r; }));
-const step = (name, data) => process.stdout.write("STEP " + name + (data ? " " + JSON.stringify(data) : "") + "\n");
-async function handshake(name, data) {
-  step(name, data);
-  const answer = await nextLine();
-  if (!answer.startsWith("GO")) throw new Error("test harness said " + answer);
-  return answer.slice(2).trim();
+// Reloads the cameras page until the camera streams.
+async function waitStreaming(page, id) {
+  const card = page.locator(`#camera-list [data-camera="${id}"]`);
+  await card.waitFor();
+  const deadline = Date.now() + 60000;
+  for (;;) {
+    const text = await card.innerText();
+    if (text.includes("streaming") && !text.includes("Last frame never")) return text;
+    if (Date.now() > deadline) throw new Error("camera never streaming: " + text);
+    await page.waitForTimeout(500);
+    await page.reload();
+    await card.waitFor();
+  }
 }
 
-fs.mkdirSync(cfg.shots, { recursive: true });
-let shotN = 0;
-async function shot(page, name) {
-  shotN += 1;
-  const file = path.join(cfg.shots, String(shotN).padStart(2, "0") + "-" + name + ".png");
-  await page.screenshot({ path: file, fullPage: true });
-  console.error("screenshot", file);
-}
-
-if (!fs.existsSync(CHROMIUM)) {
-  throw new Error(CHROMIUM + " is missing: apt-get install chromium (or run .ci/setup)");
-}
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required"],
-});
+const browser = await launch();
 const errors = [];
+let page = null;
 try {
   // A phone-sized window: the UI must work there.
-  const context = await browser.newContext({ viewport: { width: 412, height: 915 }, deviceScaleFactor: 1 });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20000);
-  page.on("console", (m) => console.error("[page " + m.type() + "]", m.text()));
-  page.on("pageerror", (e) => { errors.push(String(e)); console.error("[pageerror]", e); });
+  page = await phonePage(browser, errors);
   const go = async (hash) => {
     await page.goto(cfg.base + "/" + hash);
   };
@@ -90,16 +67,7 @@ try {
   if (cam.username) await page.fill("#add-camera-username", cam.username);
   if (cam.password) await page.fill("#add-camera-password", cam.password);
   await page.click("#add-camera button[type=submit]");
-  await page.locator(`#camera-list [data-camera="${cam.id}"]`).waitFor();
-  const deadline = Date.now() + 60000;
-  for (;;) {
-    const text = await page.locator(`#camera-list [data-camera="${cam.id}"]`).innerText();
-    if (text.includes("streaming") && !text.includes("Last frame never")) break;
-    if (Date.now() > deadline) throw new Error("camera never streaming: " + text);
-    await page.waitForTimeout(500);
-    await page.reload();
-    await page.locator(`#camera-list [data-camera="${cam.id}"]`).waitFor();
-  }
+  await waitStreaming(page, cam.id);
   const shown = await page.locator("#camera-list").innerText();
   step("camera_added", { leaked_password: cam.password ? shown.includes(cam.password) : false });
   await shot(page, "cameras");
@@ -116,6 +84,15 @@ try {
   await shot(page, "live-preview");
   step("preview_playing", played);
   await page.click(`button[data-preview="${cam.id}"]`);
+
+  // Edit: a new name (the password field stays empty: the stored one is kept).
+  await page.locator(`#camera-list [data-camera="${cam.id}"] button`, { hasText: "Edit" }).click();
+  const edit = page.locator(`#edit-${cam.id}`);
+  await edit.locator("input[name=name]").fill(cam.name + " (porch)");
+  await edit.locator("button[type=submit]").click();
+  await page.locator(`#camera-list [data-camera="${cam.id}"]`, { hasText: cam.name + " (porch)" }).waitFor();
+  await waitStreaming(page, cam.id);
+  step("camera_edited");
 
   // 5. Sharing: live video of this camera on "ask".
   await go("#/sharing");
@@ -151,12 +128,23 @@ try {
 
   // 8. The audit log: the request's entries, the chain verified, exports offered.
   await go("#/audit?request=" + encodeURIComponent(requestId));
-  await page.locator("#audit-table table").waitFor();
+  await page.locator("#audit-table .entries").waitFor();
   await page.locator("#audit-verify", { hasText: "Chain intact" }).waitFor();
-  const kinds = await page.locator("#audit-table tr[data-kind]").evaluateAll((rows) => rows.map((r) => r.dataset.kind));
+  const kinds = await page.locator("#audit-table [data-kind]").evaluateAll((rows) => rows.map((r) => r.dataset.kind));
   const csv = await page.evaluate(async () => (await fetch(document.querySelector("#export-csv").href)).text());
   await shot(page, "audit");
   step("audit", { kinds, csv_lines: csv.trim().split("\n").length });
+
+  // The big switch: pause all sharing, see it said everywhere, resume.
+  await go("#/requests");
+  await page.locator("#pause-toggle", { hasText: "Pause all sharing" }).click();
+  await page.locator("#pause-toggle", { hasText: "Resume sharing" }).waitFor();
+  await page.locator("#paused-banner").waitFor({ state: "visible" });
+  await shot(page, "paused");
+  step("paused");
+  await page.locator("#pause-toggle", { hasText: "Resume sharing" }).click();
+  await page.locator("#pause-toggle", { hasText: "Pause all sharing" }).waitFor();
+  await page.locator("#paused-banner").waitFor({ state: "hidden" });
 
   // 9. The remaining pages, for the record.
   await go("#/pairing");
@@ -165,12 +153,26 @@ try {
   await shot(page, "pairing");
   await go("");
   await page.locator("#dash-cameras [data-camera]").first().waitFor();
+  // The preview on Home keeps playing across the page's 3 s refreshes.
+  await page.click(`#dash-cameras button[data-preview="${cam.id}"]`);
+  const playing = (min) => page.waitForFunction(([id, t]) => {
+    const v = document.querySelector(`#dash-cameras video[data-camera="${id}"]`);
+    return v && v.isConnected && v.currentTime > t ? v.currentTime : null;
+  }, [cam.id, min], { timeout: 30000 }).then((h) => h.jsonValue());
+  const t1 = await playing(0.3);
+  await page.waitForTimeout(3500);
+  const t2 = await playing(t1 + 2);
+  step("dashboard_preview", { t1, t2 });
   await shot(page, "dashboard");
   await page.setViewportSize({ width: 1280, height: 900 });
   await shot(page, "dashboard-desktop");
   if (errors.length) throw new Error("page errors: " + errors.join("; "));
   step("done");
+} catch (e) {
+  // The page as it was when the flow broke, next to the others.
+  if (page) await shot(page, "FAILED").catch(() => {});
+  throw e;
 } finally {
   await browser.close();
-  rl.close();
+  close();
 }

@@ -3,7 +3,7 @@
 // set with textContent, never parsed as HTML.
 "use strict";
 
-const state = { csrf: null, timer: null, page: null, previews: [] };
+const state = { csrf: null, timer: null, page: null, previews: [], busy: 0 };
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -67,8 +67,7 @@ async function optional(path) {
 
 function fmtTime(ms) {
   if (ms === null || ms === undefined) return "—";
-  const d = new Date(ms);
-  return d.toLocaleString();
+  return new Date(ms).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
 }
 function fmtAgo(ms) {
   if (!ms) return "never";
@@ -107,9 +106,10 @@ function setMain(...nodes) {
 // Runs an action from a button: disables it, shows the error next to it in plain words.
 async function act(button, fn, where) {
   button.disabled = true;
+  state.busy += 1; // no periodic refresh replaces the page under a running action
   const slot = where || button.parentElement;
   slot.querySelectorAll(":scope > .error").forEach((x) => x.remove());
-  try { await fn(); } catch (e) { slot.append(errorBox(e)); } finally { button.disabled = false; }
+  try { await fn(); } catch (e) { slot.append(errorBox(e)); } finally { button.disabled = false; state.busy -= 1; }
 }
 
 function describeScope(scope) {
@@ -207,12 +207,12 @@ function route() {
 // Renders `render()` now and every `ms` while the page stays open; keeps focus-safe by
 // skipping refreshes while a form field on the page has focus.
 function live(render, ms) {
-  const run = async () => {
+  const run = async (first) => {
     const a = document.activeElement;
-    if (a && a.closest && a.closest("main form") && state.timer) return;
+    if (!first && (state.busy || (a && a.closest && a.closest("main form")))) return;
     try { await render(); } catch (e) { if (e.status !== 401) setMain(errorBox(e)); }
   };
-  run();
+  run(true);
   state.timer = setInterval(run, ms);
 }
 
@@ -453,14 +453,14 @@ function modeSelect(name, value) {
   return h("select", { name }, ...MODES.map(([v, t]) => h("option", { value: v, selected: v === value }, t)));
 }
 
-function rulesForm(camera, rules) {
+function rulesForm(camera, rules, name) {
   const f = h("form", { class: "card", "data-camera": camera });
   const hours = rules.hours;
   const hoursOn = h("input", { type: "checkbox", name: "hours_on", checked: !!hours });
   const num = (name, v, min, max) => h("input", { type: "number", name, value: String(v), min: String(min), max: String(max), step: "any", class: "num" });
   const save = h("button", { type: "submit" }, "Save");
   add(f,
-    h("h2", {}, camera),
+    h("h2", {}, name && name !== camera ? name + " (" + camera + ")" : camera),
     h("div", { class: "grid" },
       h("div", {}, h("label", {}, "Live video"), modeSelect("live", rules.live)),
       h("div", {}, h("label", {}, "Recorded clips"), modeSelect("clips", rules.clips)),
@@ -493,11 +493,12 @@ function rulesForm(camera, rules) {
 async function sharingPage() {
   setMain(h("h1", {}, "Sharing with the city"), h("p", { class: "muted" }, "Loading…"));
   try {
-    const c = await api("GET", "/api/v1/consent");
+    const [c, cams] = await Promise.all([api("GET", "/api/v1/consent"), api("GET", "/api/v1/cameras")]);
+    const names = new Map(cams.map((x) => [x.id, x.name]));
     updateChrome({ pending: [], paused: c.paused });
     setMain(h("h1", {}, "Sharing with the city"), pauseSwitch(c.paused),
-      h("p", { class: "muted" }, "For each camera, choose what the city's crime center may get. \"Never\" is the default; \"Ask me\" shows each request here for you to approve or deny; \"Always\" shares within the limits without asking. Every share is written to the audit log."),
-      ...(c.cameras.length ? c.cameras.map((x) => rulesForm(x.camera, x.rules)) : [h("p", { class: "muted" }, "No cameras.")]));
+      h("p", { class: "muted" }, "For each camera, choose what the city's crime center may get. \"Never\" is the default; \"Ask me\" shows each request for you to approve or deny; \"Always\" shares within the limits without asking. Emergency requests follow their own rule and are always shown to you. Every share is written to the audit log."),
+      ...(c.cameras.length ? c.cameras.map((x) => rulesForm(x.camera, x.rules, names.get(x.camera))) : [h("p", { class: "muted" }, "No cameras.")]));
   } catch (e) { setMain(h("h1", {}, "Sharing"), errorBox(e)); }
 }
 
@@ -619,6 +620,7 @@ const PAIR_WORDS = {
 
 async function pairingPage() {
   setMain(h("h1", {}, "City link"), h("p", { class: "muted" }, "Loading…"));
+  const keep = { form: null };
   live(async () => {
     const [p, uplink] = await Promise.all([optional("/api/v1/pairing"), api("GET", "/api/v1/uplink")]);
     const a = document.activeElement;
@@ -633,7 +635,9 @@ async function pairingPage() {
           p.broker ? [h("dt", {}, "City broker"), h("dd", { class: "mono" }, p.broker)] : null,
           p.not_after ? [h("dt", {}, "Certificate valid until"), h("dd", {}, typeof p.not_after === "number" ? fmtTime(p.not_after) : p.not_after)] : null),
         p.last_error ? h("p", { class: "error" }, p.last_error.message || p.last_error.code) : null));
-      if (p.state === "unpaired" || p.state === "pairing") out.push(pairForm());
+      // The form survives refreshes: what was typed and the last error stay.
+      if (p.state === "unpaired" || p.state === "pairing") out.push(keep.form = keep.form || pairForm());
+      else keep.form = null;
       if (p.state === "paired") {
         const b = h("button", { type: "button", class: "danger", id: "unpair" }, "Unpair this box");
         b.addEventListener("click", () => act(b, async () => {
@@ -668,11 +672,16 @@ function pairForm() {
     h("p", {}, btn));
   f.addEventListener("submit", (ev) => {
     ev.preventDefault();
+    f.querySelectorAll(".notice").forEach((x) => x.remove());
+    const wait = notice("Asking the city… this can take up to a minute.");
+    f.append(wait);
     act(btn, async () => {
       const body = { code: code.value.trim() };
       if (broker.value.trim()) body.broker = broker.value.trim();
       if (ca.value.trim()) body.ca_pem = ca.value.trim();
-      await api("POST", "/api/v1/pair", body);
+      try {
+        await api("POST", "/api/v1/pair", body);
+      } finally { wait.remove(); }
       code.blur();
       route();
     }, f);
@@ -694,19 +703,27 @@ function auditDetail(e) {
   return parts.join(" · ");
 }
 
+const AUDIT_KINDS = ["request_received", "request_rejected", "decision", "grant_start", "grant_end",
+  "bytes_sent", "clip_exported", "clip_sent", "revoke", "pause", "resume", "consent_rule_changed",
+  "pairing", "camera_added", "camera_removed", "log_started"];
+
 async function auditPage() {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const camera = h("input", { id: "audit-camera", name: "camera", value: params.get("camera") || "", placeholder: "any" });
   const request = h("input", { id: "audit-request", name: "request", value: params.get("request") || "", placeholder: "any" });
+  const kind = h("select", { id: "audit-kind", name: "kind" }, h("option", { value: "" }, "any"),
+    ...AUDIT_KINDS.map((k) => h("option", { value: k, selected: params.get("kind") === k }, k.replace(/_/g, " "))));
   const go = h("button", { type: "submit" }, "Filter");
   const form = h("form", { class: "card row", id: "audit-filter" },
     h("div", {}, h("label", { for: "audit-camera" }, "Camera"), camera),
-    h("div", {}, h("label", { for: "audit-request" }, "Request id"), request), h("div", {}, go));
+    h("div", {}, h("label", { for: "audit-request" }, "Request id"), request),
+    h("div", {}, h("label", { for: "audit-kind" }, "What"), kind), h("div", {}, go));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const q = new URLSearchParams();
     if (camera.value.trim()) q.set("camera", camera.value.trim());
     if (request.value.trim()) q.set("request", request.value.trim());
+    if (kind.value) q.set("kind", kind.value);
     location.hash = "#/audit" + (q.toString() ? "?" + q : "");
   });
   const verify = h("div", { class: "card", id: "audit-verify" }, "Checking the chain…");
@@ -714,6 +731,7 @@ async function auditPage() {
   q.set("limit", "500");
   if (params.get("camera")) q.set("camera", params.get("camera"));
   if (params.get("request")) q.set("request", params.get("request"));
+  if (params.get("kind")) q.set("kind", params.get("kind"));
   const table = h("div", { class: "table-wrap", id: "audit-table" }, h("p", { class: "muted" }, "Loading…"));
   const ex = new URLSearchParams(q); ex.delete("limit");
   const exq = ex.toString() ? "&" + ex : "";
@@ -729,13 +747,15 @@ async function auditPage() {
     verify.replaceChildren(v.ok
       ? h("span", { class: "ok" }, "✔ Chain intact: " + v.entries + " entries, latest #" + v.last_seq + " (" + String(v.last_hash).slice(0, 16) + "…)")
       : h("span", { class: "bad" }, "✘ Chain broken: " + v.problem));
-    const rows = list.entries.map((e) => h("tr", { "data-kind": e.kind },
-      h("td", {}, String(e.seq)), h("td", {}, fmtTime(e.ts)), h("td", {}, e.kind.replace(/_/g, " ")),
-      h("td", {}, e.actor), h("td", {}, e.camera || ""), h("td", { class: "mono" }, e.request_id || ""),
-      h("td", { class: "small" }, auditDetail(e))));
-    table.replaceChildren(rows.length ? h("table", {},
-      h("thead", {}, h("tr", {}, ...["#", "When", "What", "Who", "Camera", "Request", "Details"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, ...rows)) : h("p", { class: "muted" }, "No entries match."));
+    // One block per entry (reads on a phone); newest first.
+    const rows = list.entries.map((e) => h("div", { class: "entry", "data-kind": e.kind },
+      h("div", { class: "row" }, h("span", { class: "muted mono" }, "#" + e.seq), h("strong", {}, e.kind.replace(/_/g, " ")),
+        h("span", { class: "muted" }, "by " + e.actor), h("span", { class: "muted small" }, fmtTime(e.ts))),
+      h("div", { class: "small" },
+        e.camera ? h("span", {}, "camera " + e.camera + " ") : null,
+        e.request_id ? h("a", { href: "#/audit?request=" + encodeURIComponent(e.request_id), class: "mono" }, e.request_id) : null),
+      auditDetail(e) ? h("div", { class: "small muted" }, auditDetail(e)) : null));
+    table.replaceChildren(rows.length ? h("div", { class: "entries" }, ...rows) : h("p", { class: "muted" }, "No entries match."));
   } catch (e) { table.replaceChildren(errorBox(e)); }
 }
 
