@@ -7,7 +7,7 @@
 //! moov  mvhd (duration = longest track, ms), one trak per track that has samples:
 //!       tkhd/mdhd with durations, the init's sample entry verbatim, and full sample tables:
 //!       stts (run-length), stss (video, when not every sample is sync), stsc (run-length),
-//!       stsz (one constant size when all equal), stco, or co64 when offsets pass 4 GiB
+//!       stsz (one constant size when all equal and non-zero), stco, or co64 when offsets pass 4 GiB
 //! mdat  the fragments' mdat payloads, in order (64-bit largesize when over 4 GiB)
 //! ```
 //!
@@ -213,7 +213,9 @@ impl TrackTables {
         });
         mp4::write_full_box(buf, b"stsz", 0, 0, |buf| {
             let first = self.sizes.first().copied().unwrap_or(0);
-            if self.sizes.iter().all(|&s| s == first) {
+            // A constant size of 0 would mean "a table follows" (ISO/IEC 14496-12): empty
+            // samples, which a camera can send, always get the table.
+            if first > 0 && self.sizes.iter().all(|&s| s == first) {
                 buf.put_u32(first);
                 buf.put_u32(self.sizes.len() as u32);
             } else {
