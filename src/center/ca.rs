@@ -364,6 +364,13 @@ pub fn run(args: Args) -> Result<ExitCode, CenterError> {
                     a.cn
                 )));
             }
+            if a.cn == crate::pairing::protocol::BOOTSTRAP_USERNAME {
+                return Err(CenterError::Usage(format!(
+                    "--cn {:?} is the pairing listener's bootstrap account; a certificate with \
+                     it would share that account's ACL",
+                    a.cn
+                )));
+            }
             let dir = CenterDir::new(&a.dir.dir);
             let ca = CityCa::load(&dir)?;
             let key = KeyPair::generate().map_err(rc("cannot make a key"))?;

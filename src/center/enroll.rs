@@ -465,6 +465,29 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_subject_as_the_box_sends_it_enrolls() {
+        let (_t, ca) = setup();
+        let ctx = Context {
+            ca: &ca,
+            request_key: "PUB",
+            broker: None,
+            root: "porchlight/v1",
+            lifetime_s: 86_400,
+            now_ms: 1_000,
+        };
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+        assert_eq!(parse_csr(&pem).unwrap().cn, None);
+        let mut reg = Registry::default();
+        reg.codes.push(code("AAAABBBBCCCC", 2_000));
+        let d = enroll(&mut reg, &ctx, "AAAABBBBCCCC", &msg(&pem));
+        assert!(d.result.ok, "{d:?}");
+        assert_eq!(d.result.broker, None);
+    }
+
+    #[test]
     fn only_p256_csrs_with_valid_signatures_pass() {
         let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
         assert!(parse_csr(&csr_pem(&k, "x")).unwrap_err().contains("P-256"));

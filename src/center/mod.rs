@@ -8,15 +8,25 @@
 //!
 //! - [`keygen`]: the center's request key pair (PKCS#8 private 0600, SPKI public).
 //! - [`request`]: sign and publish a `live`, `clip` or `cancel` request; optionally wait for
-//!   the box's replies (subscribed **before** publishing, so none is missed).
+//!   the box's replies (subscribed **before** publishing, so none is missed); `--near` sends
+//!   one per box in a circle.
 //! - [`receive`]: reassemble a PLM1 live feed or clip into an fMP4 file, in `seq` order, and
 //!   check a clip's manifest (sha256, bytes, fragment count).
 //! - [`watch`]: one line per status, heartbeat, event, reply or audit message of one box or
 //!   all of them.
+//! - [`ca`]: the city CA (`ca init`) and the broker's and center's certificates.
+//! - [`codes`]: single-use, expiring claim codes for residents.
+//! - [`serve`]: the enrollment service answering pairing and renewal CSRs; its decisions,
+//!   without MQTT, are [`enroll`].
+//! - [`fleet`]: the fleet table (registry + retained status + heartbeats), `--near` a circle
+//!   ([`geo`]).
+//! - [`revoke`]: `revoke-box` and the CRL for the broker.
 //!
-//! [`settings`] resolves the connection flags (or `--config center.toml`), and [`connection`]
-//! holds the MQTT session (rumqttc over rustls with the ring provider, the city CA as the only
-//! trust anchor, built by [`crate::uplink::tls::load`]; verification is never disabled).
+//! [`store`] is the center's state directory (CA, registry of codes and boxes under `flock`,
+//! audit log). [`settings`] resolves the connection flags (or `--config center.toml`), and
+//! [`connection`] holds the MQTT session (rumqttc over rustls with the ring provider, the city
+//! CA as the only trust anchor, built by [`crate::uplink::tls::load`]; verification is never
+//! disabled).
 //!
 //! Errors are [`CenterError`]; outcomes that are answers rather than failures (a denied
 //! request, a timed-out wait, a clip whose hash does not match) are exit codes ([`exit`]).
@@ -54,7 +64,8 @@ pub mod exit {
     pub const INTEGRITY: u8 = 5;
 }
 
-/// The reference city center: request video from Porchlight boxes and receive it.
+/// The reference city center: enroll Porchlight boxes (CA, claim codes, CSRs), see the fleet,
+/// request video from boxes and receive it.
 #[derive(Parser, Debug)]
 #[command(name = "porchlight-center", version)]
 pub struct Cli {

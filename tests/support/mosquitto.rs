@@ -239,6 +239,11 @@ impl Broker {
         b
     }
 
+    /// The broker's process id while it runs (benchmarks read its CPU time from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The CA the broker trusts (the city's in [`Broker::start_city`], else `ca.pem_file`).
     pub fn ca_file(&self) -> PathBuf {
         match &self.city {
