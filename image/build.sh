@@ -5,7 +5,8 @@
 # docs/appliance.md explains the result; image/test.sh boots it.
 #
 #   image/build.sh                          amd64 (a VM or an x86-64 mini PC)
-#   image/build.sh --arch arm64             arm64 boards (needs qemu-user-static + binfmt_misc)
+#   image/build.sh --arch arm64             arm64 boards (image/host-binfmt sets up qemu-user)
+#   image/build.sh --test-units             the image image/test.sh boots (not for boxes)
 #
 # Options:
 #   --arch amd64|arm64      Debian architecture (default amd64)
@@ -18,6 +19,9 @@
 #   --mirror URL            Debian mirror (default http://deb.debian.org/debian; use a
 #                           snapshot.debian.org URL to pin the package versions)
 #   --out DIR               output directory (default target/image/ARCH)
+#   --test-units            also install the image test's units and scripts (image/test.sh
+#                           needs them; they act only with `porchlight.imagetest` on the kernel
+#                           command line). Never for an image that goes on a box.
 #
 # Output in DIR: rootfs.img (ext4, label porchlight-root, no partition table), vmlinuz,
 # initrd.img, build-info.txt, SHA256SUMS. Boot the amd64 one with
@@ -40,6 +44,7 @@ quota="1 GiB"
 mirror=http://deb.debian.org/debian
 suite=bookworm
 out=
+test_units=false
 while (($#)); do
   case "$1" in
     --arch) arch=$2; shift 2 ;;
@@ -49,6 +54,7 @@ while (($#)); do
     --quota) quota=$2; shift 2 ;;
     --mirror) mirror=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --test-units) test_units=true; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -64,9 +70,10 @@ case "$arch" in
   *) die "--arch must be amd64 or arm64" ;;
 esac
 if [[ $arch != "$(dpkg --print-architecture)" ]]; then
-  # debootstrap's second stage runs the target's binaries: binfmt_misc must hand them to qemu.
-  [[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] ||
-    die "building $arch here needs qemu-user-static and binfmt-support (binfmt_misc qemu-aarch64)"
+  # debootstrap's second stage and the checks below run the image's own programs in a chroot:
+  # binfmt_misc must hand arm64 ELF files to a static qemu (image/host-binfmt; idempotent).
+  [[ $arch == arm64 ]] || die "cross-building $arch images is not set up (only arm64)"
+  image/host-binfmt
 fi
 for tool in debootstrap mkfs.ext4 systemctl systemd-sysusers; do
   command -v "$tool" >/dev/null || die "$tool missing: apt-get install debootstrap e2fsprogs systemd"
@@ -138,7 +145,6 @@ install -m 0755 "$binary" "$root/usr/lib/porchlight/versions/$version_dir/porchl
 ln -sfn "versions/$version_dir" "$root/usr/lib/porchlight/current"
 ln -sfn /usr/lib/porchlight/current/porchlight "$root/usr/bin/porchlight"
 install -m 0755 image/units/setup-code "$root/usr/lib/porchlight/setup-code"
-install -m 0755 image/units/imagetest-marker "$root/usr/lib/porchlight/imagetest-marker"
 install -m 0755 image/update/porchlight-update "$root/usr/sbin/porchlight-update"
 
 # The service user, from a sysusers.d entry (systemd-sysusers also runs at boot and would
@@ -154,10 +160,15 @@ gid=$(awk -F: '$1 == "porchlight" { print $3 }' "$root/etc/group")
 # example without cameras and without a city link (pairing and the resident add those).
 install -d -m 0750 -o 0 -g "$gid" "$root/etc/porchlight"
 {
-  sed -n '1,/^# One table per camera\./p' config/porchlight.example.toml | sed '$d' |
+  # Everything before the first camera, city link or pairing table, without the comment
+  # block that introduces it (comments are held until a non-comment line shows they belong to
+  # a kept setting). Keyed on the tables, not on the wording of a comment.
+  awk '/^\[\[cameras\]\]|^\[uplink\]|^\[pairing\]/ { exit }
+    /^#/ { held = held $0 "\n"; next }
+    { printf "%s", held; held = ""; print }' config/porchlight.example.toml |
     sed "s/^quota = .*/quota = \"$quota\"/"
   cat <<'EOF'
-# Cameras ([[cameras]]) and the city link ([uplink]): see every key in
+# Cameras ([[cameras]]), the city link ([uplink]) and pairing ([pairing]): every key is in
 # /usr/share/doc/porchlight/porchlight.example.toml. Restart after editing:
 #   systemctl restart porchlight
 EOF
@@ -174,17 +185,52 @@ install -D -m 0644 config/porchlight.example.toml "$root/usr/share/doc/porchligh
 install -D -m 0644 docs/appliance.md "$root/usr/share/doc/porchlight/appliance.md"
 install -D -m 0644 docs/update.md "$root/usr/share/doc/porchlight/update.md"
 
-# Units. The image-test ones do nothing without `porchlight.imagetest` on the kernel command line.
-for unit in image/porchlight.service image/units/porchlight-setup-code.service \
-  image/units/porchlight-imagetest.service image/units/porchlight-imagetest-proxy.socket \
-  image/units/porchlight-imagetest-proxy.service; do
+# Units.
+for unit in image/porchlight.service image/units/porchlight-setup-code.service; do
   install -m 0644 "$unit" "$root/etc/systemd/system/"
 done
 install -D -m 0644 image/units/80-dhcp.network "$root/etc/systemd/network/80-dhcp.network"
 systemctl --root="$root" enable porchlight.service porchlight-setup-code.service \
-  porchlight-imagetest.service porchlight-imagetest-proxy.socket \
   systemd-networkd.service systemd-networkd-wait-online.service systemd-timesyncd.service \
   avahi-daemon.service
+
+# The image test's hooks print the API token on the console, relay the loopback-only control
+# API to a network address and install an update key from a test disk. Each unit has
+# ConditionKernelCommandLine=porchlight.imagetest, but whoever can edit a box's kernel command
+# line (a boot loader prompt, the SD card's cmdline.txt) could set that, so an image for a box
+# does not carry them at all: only --test-units installs them (docs/appliance.md).
+test_unit_files=(porchlight-imagetest.service porchlight-imagetest-proxy.socket
+  porchlight-imagetest-proxy.service porchlight-imagetest-update.socket
+  porchlight-imagetest-update@.service)
+if $test_units; then
+  step "Image test units (--test-units: not for boxes)"
+  install -d -m 0755 "$root/usr/lib/porchlight/imagetest"
+  install -m 0755 image/units/imagetest-marker "$root/usr/lib/porchlight/imagetest/marker"
+  install -m 0755 image/units/imagetest-update "$root/usr/lib/porchlight/imagetest/update"
+  for unit in "${test_unit_files[@]}"; do
+    install -m 0644 "image/units/$unit" "$root/etc/systemd/system/"
+    grep -qx 'ConditionKernelCommandLine=porchlight.imagetest' "image/units/$unit" ||
+      die "image/units/$unit lacks ConditionKernelCommandLine=porchlight.imagetest"
+  done
+  systemctl --root="$root" enable porchlight-imagetest.service porchlight-imagetest-proxy.socket \
+    porchlight-imagetest-update.socket
+fi
+
+# The resident web UI over DNS-SD (_http._tcp), at the port the image's config listens on.
+# Advertised only when that config serves the UI on the LAN (not disabled, not loopback).
+web_enabled=$(awk '/^\[/ { s = $0 } s == "[web]" && /^enabled *=/ { print $3 }' "$work/porchlight.toml")
+web_listen=$(awk '/^\[/ { s = $0 } s == "[web]" && /^listen *=/ { gsub(/"/, "", $3); print $3 }' "$work/porchlight.toml")
+web_port=${web_listen##*:}
+web_host=${web_listen%:*}
+if [[ $web_enabled != false && $web_port =~ ^[0-9]+$ && $web_host != 127.* && $web_host != "[::1]" ]]; then
+  install -d -m 0755 "$root/etc/avahi/services"
+  sed "s/@PORT@/$web_port/" image/avahi/porchlight-http.service >"$root/etc/avahi/services/porchlight-http.service"
+  chmod 0644 "$root/etc/avahi/services/porchlight-http.service"
+  web_note="web UI http://porchlight.local:$web_port/ advertised as _http._tcp"
+else
+  web_note="web UI not advertised ([web] enabled=${web_enabled:-?} listen=${web_listen:-?})"
+fi
+echo "$web_note"
 
 # --- the system around it -------------------------------------------------------------------
 step "System configuration"
@@ -212,12 +258,44 @@ chroot "$root" passwd -l root >/dev/null
 # Stale host keys or caches from the build host must not ship.
 rm -rf "$root"/tmp/* "$root"/var/tmp/* "$root"/var/log/*.log "$root"/var/cache/ldconfig/aux-cache
 
+# --- checks in the image's own userland ---------------------------------------------------
+# The binary against the image's libc and kernel interfaces (emulated for arm64 through
+# binfmt_misc), and the units against the image's systemd: a unit that names a missing program
+# or a setting this systemd does not know fails here, not on the box.
+step "Checks inside the image (chroot, $arch)"
+check_start=$(date +%s)
+chroot "$root" /usr/bin/porchlight --version
+chroot "$root" /usr/bin/porchlight selftest --dir /tmp
+rm -rf "$root"/tmp/porchlight-selftest-*
+verify_units=(porchlight.service porchlight-setup-code.service)
+if $test_units; then
+  verify_units+=("${test_unit_files[@]}")
+fi
+# SYSTEMD_LOG_LEVEL: verify prints every notice otherwise; warnings and errors still show.
+SYSTEMD_LOG_LEVEL=warning chroot "$root" systemd-analyze verify "${verify_units[@]}" ||
+  die "systemd-analyze verify found problems in the image's units (above)"
+echo "selftest OK, systemd-analyze verify OK (${verify_units[*]}) in $(($(date +%s) - check_start)) s"
+if ! $test_units; then
+  leftovers=$(find "$root/etc/systemd" "$root/usr/lib/systemd" "$root/usr/lib/porchlight" -name '*imagetest*' | head -n 3)
+  [[ -z $leftovers ]] || die "image test files in an image built without --test-units: $leftovers"
+fi
+
+if [[ -n $update_key ]]; then
+  key_note="update key sha256 $(sha256sum <"$update_key" | cut -c1-16)"
+else
+  key_note="no update key (refuses every update)"
+fi
+# shellcheck disable=SC2016 # ${Package}: dpkg-query's format, not the shell's
 cat >"$out/build-info.txt" <<EOF
 porchlight $version ($version_dir), binary sha256 $bin_sha
 debian $suite $arch from $mirror, base $(basename "$base")
 SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
+$key_note
+test units: $($test_units && echo "installed (porchlight.imagetest on the kernel command line enables them)" || echo none)
+$web_note
 packages: $(chroot "$root" dpkg-query -W -f='${Package}=${Version} ' | sha256sum | cut -c1-16) (sha256 of the dpkg list)
 EOF
+# shellcheck disable=SC2016 # dpkg-query's format
 chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' >"$out/packages.txt"
 
 # --- kernel, initrd, filesystem -------------------------------------------------------------

@@ -87,7 +87,7 @@ update "$m" && fail "a changed binary was accepted"
 grep -q "sha256 of .* does not match" "$t/log" || fail "expected a sha256 mismatch: $(cat "$t/log")"
 ok "a binary that does not match the signed sha256 is refused"
 
-m=$(release good 0.2.0 not-$arch)
+m=$(release good 0.2.0 "not-$arch")
 update "$m" && fail "a wrong-arch update was accepted"
 grep -q "update is for not-$arch" "$t/log" || fail "$(cat "$t/log")"
 ok "an update for another architecture is refused"
