@@ -271,7 +271,7 @@ fn main() {
         "| N | connect all (s) | hb sent in window | hb handled | rate (/s) | lag p50 / p99 / max (ms) | center CPU | broker CPU | boxes (this process) CPU | center RSS | broker RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for n in ns {
+    for n in ns.into_iter().filter(|&n| n > 0) {
         assert!(
             n + 200 < nofile,
             "N = {n} needs more than RLIMIT_NOFILE = {nofile} file descriptors"

@@ -4,7 +4,8 @@
 //! sent by a test client that speaks the protocol (rcgen CSR, rumqttc over rustls with the
 //! bootstrap account and client id = the claim code), the certificates it issues connecting
 //! on the mutual-TLS listener, every refusal, the bootstrap account's confinement, renewal,
-//! `fleet` (last will, radius) and `revoke-box` with the broker's `crlfile`.
+//! `fleet` (last will, radius), `request --near`, two `serve --shared` workers over one
+//! registry, and `revoke-box` with the broker's `crlfile`.
 //!
 //! The box side end to end (`porchlight pair` → streaming) lives with the box's tests.
 
@@ -1035,4 +1036,32 @@ fn a_radius_request_reaches_exactly_the_boxes_inside_and_prints_each_reply() {
         boxes[2].2.messages().is_empty(),
         "the box outside got a request"
     );
+}
+
+#[test]
+fn two_shared_serve_workers_split_the_csrs_over_one_registry() {
+    let b = Broker::start_city(CityOptions::default());
+    let w1 = serve(&b, &["--shared", "centers"]);
+    let w2 = serve(&b, &["--shared", "centers"]);
+    let mut gws = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let code = issue_code(&b, &[]);
+        let r = enroll(&b, &code, &BoxKey::new());
+        assert!(r.ok, "{r:?}");
+        assert!(
+            gws.insert(r.gateway_id.unwrap()),
+            "a gateway id was given twice"
+        );
+    }
+    // Each CSR was answered once, by one of the two; both took some (Mosquitto round-robins
+    // a shared subscription), and the registry has all eight boxes.
+    let n1 = w1.stderr().matches("Certificate sent").count();
+    let n2 = w2.stderr().matches("Certificate sent").count();
+    assert_eq!(n1 + n2, 8, "worker 1: {n1}, worker 2: {n2}");
+    assert!(n1 > 0 && n2 > 0, "worker 1: {n1}, worker 2: {n2}");
+    let reg = porchlight::center::store::CenterDir::new(center_dir(&b))
+        .read()
+        .unwrap();
+    assert_eq!(reg.boxes.len(), 8);
+    assert_eq!(reg.codes.iter().filter(|c| c.used.is_some()).count(), 8);
 }

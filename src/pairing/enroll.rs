@@ -250,6 +250,7 @@ pub async fn exchange(e: &Enrollment, csr_json: Vec<u8>) -> Result<PairResult, P
     let (client, mut el) = AsyncClient::new(o, 10);
     let mut net = rumqttc::NetworkOptions::new();
     net.set_connection_timeout(e.timeout.as_secs().clamp(1, 30));
+    net.set_tcp_nodelay(true);
     el.set_network_options(net);
     client
         .subscribe(result_topic.clone(), QoS::AtLeastOnce)

@@ -196,6 +196,7 @@ impl Broker {
              persistence_location {dir}/\n\
              autosave_interval 1\n\
              max_queued_messages 100000\n\
+             set_tcp_nodelay true\n\
              password_file {passwd}\n\
              acl_file {acl}\n\
              listener {port} 127.0.0.1\n\
