@@ -12,9 +12,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use support::mosquitto::{Broker, CityOptions};
 use support::Daemon;
@@ -35,41 +34,15 @@ fn main() {
         .unwrap_or(10);
     let broker = Broker::start_city(CityOptions::default());
     let center_dir = broker.city.as_ref().unwrap().dir.clone();
-    let center = env!("CARGO_BIN_EXE_porchlight-center");
-    let mut serve = Command::new(center)
-        .arg("--broker")
-        .arg(broker.url())
-        .arg("--ca")
-        .arg(broker.ca_file())
-        .arg("--cert")
-        .arg(&broker.center.cert)
-        .arg("--key")
-        .arg(&broker.center.key)
+    let center = support::center::center_bin();
+    let mut serve_cmd = support::center::center_command(&broker);
+    serve_cmd
         .arg("serve")
         .arg("--dir")
         .arg(&center_dir)
-        .args(["--public-broker", &broker.url()])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("porchlight-center serve");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let err = serve.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            if l.to_lowercase().contains("subscribed") {
-                break;
-            }
-        }
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+        .args(["--public-broker", &broker.url()]);
+    let mut serve = support::center::Running::spawn(serve_cmd);
+    serve.wait_stderr("Serving ", Duration::from_secs(20));
     let out = Command::new(center)
         .args(["codes", "issue", "--dir"])
         .arg(&center_dir)
@@ -119,8 +92,7 @@ fn main() {
         first_hb_ms.push(ts - t0);
         drop(d);
     }
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
     let (a, b, c) = stats(cli_ms);
     let (x, y, z) = stats(first_hb_ms);
     println!("pairings: {n} (fresh daemon each, release build, this machine)");

@@ -5,128 +5,29 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use porchlight::sharing::request::{RequestBody, RequestVerifier, VerifyOptions};
 use sha2::{Digest, Sha256};
+use support::center::{center_bin, center_command, Running};
 use support::ffprobe;
 use support::mosquitto::{Broker, Sub};
 use support::pki::Identity;
 
 const ROOT: &str = "porchlight/v1";
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_porchlight-center"))
-}
-
 /// `porchlight-center` as the `center` identity of `broker`.
 fn center(broker: &Broker) -> Command {
-    let mut c = Command::new(bin());
-    c.arg("--broker")
-        .arg(broker.url())
-        .arg("--ca")
-        .arg(&broker.ca.pem_file)
-        .arg("--cert")
-        .arg(&broker.center.cert)
-        .arg("--key")
-        .arg(&broker.center.key)
-        .env("RUST_LOG", "warn");
+    let mut c = center_command(broker);
+    c.env("RUST_LOG", "warn");
     c
 }
 
-/// A running center command with its output collected on threads.
-struct Running {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let b = buf.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            let mut b = b.lock().unwrap();
-            b.push_str(&line);
-            b.push('\n');
-        }
-    });
-    buf
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn porchlight-center");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Running {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits until stderr contains `what` (the command prints "Waiting on …" / "Watching …"
-    /// once its subscriptions are acknowledged).
-    fn ready(&mut self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.stderr.lock().unwrap().contains(what) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("exited early ({st}): {}", self.stderr.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready: {}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the exit; returns (status, stdout, stderr).
-    fn finish(mut self, timeout: Duration) -> (ExitStatus, String, String) {
-        let deadline = Instant::now() + timeout;
-        let st = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "porchlight-center did not finish in {timeout:?}\nstdout: {}\nstderr: {}",
-                    self.stdout.lock().unwrap(),
-                    self.stderr.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Let the reader threads drain the pipes.
-        std::thread::sleep(Duration::from_millis(100));
-        let out = self.stdout.lock().unwrap().clone();
-        let err = self.stderr.lock().unwrap().clone();
-        (st, out, err)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
-    let out = Command::new(bin())
+    let out = Command::new(center_bin())
         .args(["keygen", "--out"])
         .arg(dir)
         .output()
@@ -206,7 +107,7 @@ fn keygen_writes_a_0600_private_key_and_a_public_key_openssl_and_the_box_accept(
         .expect("the box's verifier takes the public key");
 
     // A second keygen does not replace the key; --force does.
-    let again = Command::new(bin())
+    let again = Command::new(center_bin())
         .args(["keygen", "--out"])
         .arg(dir.path().join("keys"))
         .output()
@@ -214,7 +115,7 @@ fn keygen_writes_a_0600_private_key_and_a_public_key_openssl_and_the_box_accept(
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(std::fs::read_to_string(&public).unwrap(), public_pem);
-    let forced = Command::new(bin())
+    let forced = Command::new(center_bin())
         .args(["keygen", "--force", "--out"])
         .arg(dir.path().join("keys"))
         .output()
@@ -448,7 +349,7 @@ fn without_a_box_request_wait_and_receive_time_out_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no end message"));
 
     // No broker at all: an error (exit 1) in plain words.
-    let out = Command::new(bin())
+    let out = Command::new(center_bin())
         .args([
             "--broker",
             &format!("mqtts://127.0.0.1:{}", support::free_port()),
@@ -574,7 +475,7 @@ fn receive(broker: &Broker, id: &str, out: &Path, json: bool) -> Running {
         cmd.arg("--json");
     }
     let mut r = Running::spawn(cmd);
-    r.ready("Waiting on");
+    r.wait_stderr("Waiting on", Duration::from_secs(20));
     r
 }
 
@@ -715,7 +616,7 @@ fn watch_prints_one_line_per_box_message() {
     let mut cmd = center(&broker);
     cmd.args(["watch", "--gw", "+", "--count", "3", "--for", "20s"]);
     let mut w = Running::spawn(cmd);
-    w.ready("Watching");
+    w.wait_stderr("Watching", Duration::from_secs(20));
     for (kind, payload) in [
         (
             "event",

@@ -11,12 +11,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use porchlight::pairing::protocol::{
@@ -25,14 +24,11 @@ use porchlight::pairing::protocol::{
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::center::{center_bin, center_command, Running};
 use support::mosquitto::{Broker, CityOptions};
 use support::pki::Identity;
 
 const ROOT: &str = "porchlight/v1";
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_porchlight-center"))
-}
 
 fn center_dir(b: &Broker) -> PathBuf {
     b.city.as_ref().unwrap().dir.clone()
@@ -40,17 +36,8 @@ fn center_dir(b: &Broker) -> PathBuf {
 
 /// `porchlight-center` as the `center` identity on the mutual-TLS listener.
 fn center(b: &Broker) -> Command {
-    let mut c = Command::new(bin());
-    c.arg("--broker")
-        .arg(b.url())
-        .arg("--ca")
-        .arg(b.ca_file())
-        .arg("--cert")
-        .arg(&b.center.cert)
-        .arg("--key")
-        .arg(&b.center.key)
-        .env("PORCHLIGHT_CENTER_DIR", center_dir(b))
-        .env("RUST_LOG", "info");
+    let mut c = center_command(b);
+    c.env("PORCHLIGHT_CENTER_DIR", center_dir(b));
     c
 }
 
@@ -68,7 +55,7 @@ fn run_ok(mut c: Command) -> String {
 
 /// Issues one claim code; returns it normalized.
 fn issue_code(b: &Broker, extra: &[&str]) -> String {
-    let mut c = Command::new(bin());
+    let mut c = Command::new(center_bin());
     c.args(["codes", "issue"]).args(extra);
     c.env("PORCHLIGHT_CENTER_DIR", center_dir(b));
     let out = run_ok(c);
@@ -77,88 +64,13 @@ fn issue_code(b: &Broker, extra: &[&str]) -> String {
     normalize_claim(line).unwrap()
 }
 
-/// A long-running center command with its output collected.
-struct Running {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn collect(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let b = buf.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            let mut b = b.lock().unwrap();
-            b.push_str(&line);
-            b.push('\n');
-        }
-    });
-    buf
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn porchlight-center");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Running {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn wait_stderr(&mut self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.stderr.lock().unwrap().contains(what) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("exited early ({st}): {}", self.stderr.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} on stderr: {}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- center stdout ---\n{}\n--- center stderr ---\n{}",
-                self.stdout(),
-                self.stderr()
-            );
-        }
-    }
-}
-
 fn serve(b: &Broker, extra: &[&str]) -> Running {
     let mut c = center(b);
     c.arg("serve")
         .args(["--public-broker", &b.url(), "--lifetime", "90d"])
         .args(extra);
     let mut r = Running::spawn(c);
-    r.wait_stderr("Serving ");
+    r.wait_stderr("Serving ", Duration::from_secs(20));
     r
 }
 
@@ -500,7 +412,7 @@ fn enrollment_issues_a_certificate_that_works_and_refuses_what_it_must() {
     assert!(!text.contains("PRIVATE KEY"), "{text}");
 
     // `codes list` shows states.
-    let mut c = Command::new(bin());
+    let mut c = Command::new(center_bin());
     c.args(["codes", "list", "--json"])
         .env("PORCHLIGHT_CENTER_DIR", center_dir(&b));
     let list: serde_json::Value = serde_json::from_str(&run_ok(c)).unwrap();
@@ -685,7 +597,7 @@ fn renewal_over_mtls_and_revocation_with_the_brokers_crl() {
     // Revoke box 1. Until the broker reloads the CRL it can still connect, but serve refuses
     // its renewals; once the broker restarted with the new CRL, both of its certificates are
     // refused at the handshake and box 2 still connects.
-    let mut c = Command::new(bin());
+    let mut c = Command::new(center_bin());
     c.args(["revoke-box", &gw1])
         .env("PORCHLIGHT_CENTER_DIR", center_dir(&b));
     let out = run_ok(c);
@@ -825,7 +737,7 @@ fn fleet_shows_last_will_offline_and_a_radius_returns_exactly_the_boxes_inside()
     let mut fleet = center(&b);
     fleet.args(["fleet", "--follow", "--every", "1s", "--json", "--stats"]);
     let mut f = Running::spawn(fleet);
-    f.wait_stderr("Listening to");
+    f.wait_stderr("Listening to", Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(300));
     let hb = heartbeat("porch", "ask", "always");
     let out = mtls_pub(&b, id0, &format!("{ROOT}/gw/{gw0}/heartbeat"), &hb, false);
@@ -1010,15 +922,15 @@ fn a_radius_request_reaches_exactly_the_boxes_inside_and_prints_each_reply() {
         assert!(out.status.success());
         jtis.push(req.jti);
     }
-    r.wait_stderr("sending 2 request(s)");
+    r.wait_stderr("sending 2 request(s)", Duration::from_secs(20));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while r.child.try_wait().unwrap().is_none() {
+    while r.try_wait().is_none() {
         assert!(Instant::now() < deadline, "still waiting: {}", r.stdout());
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(100));
     let out = r.stdout();
-    assert!(r.child.wait().unwrap().success(), "{out}\n{}", r.stderr());
+    assert!(r.wait().success(), "{out}\n{}", r.stderr());
     assert!(
         out.contains(&format!("reply {} porch {} granted", boxes[0].0, jtis[0])),
         "{out}"

@@ -6,37 +6,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::camera::{Camera, Codec, Stream};
+use support::center::{center_bin, center_command, Running};
 use support::mosquitto::{Broker, CityOptions};
 use support::{camera_toml, Daemon, FAST_INGEST};
 
 const ROOT: &str = "porchlight/v1";
-
-fn center_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_porchlight-center"))
-}
-
-/// `porchlight-center` connected as the `center` identity of the city broker.
-fn center(broker: &Broker) -> Command {
-    let mut c = Command::new(center_bin());
-    c.arg("--broker")
-        .arg(broker.url())
-        .arg("--ca")
-        .arg(broker.ca_file())
-        .arg("--cert")
-        .arg(&broker.center.cert)
-        .arg("--key")
-        .arg(&broker.center.key)
-        .env("RUST_LOG", "info");
-    c
-}
 
 fn center_dir(broker: &Broker) -> PathBuf {
     broker.city.as_ref().unwrap().dir.clone()
@@ -66,54 +46,17 @@ fn issue_codes(broker: &Broker, count: u32, extra: &[&str]) -> Vec<String> {
 }
 
 /// `porchlight-center serve` running in the background, its log collected.
-struct Serve {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Serve {
-    fn start(broker: &Broker, extra: &[&str]) -> Serve {
-        let mut child = center(broker)
-            .arg("serve")
-            .arg("--dir")
-            .arg(center_dir(broker))
-            .args(["--public-broker", &broker.url()])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn porchlight-center serve");
-        let log = Arc::new(Mutex::new(String::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    log.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let s = Serve { child, log };
-        // Subscribed once it says so (or give it a moment on an older log format).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !s.log().to_lowercase().contains("subscribed") {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn serve(broker: &Broker, extra: &[&str]) -> Running {
+    let mut c = center_command(broker);
+    c.arg("serve")
+        .arg("--dir")
+        .arg(center_dir(broker))
+        .args(["--public-broker", &broker.url()])
+        .args(extra);
+    let mut s = Running::spawn(c);
+    // "Serving …" is printed once its subscriptions are acknowledged.
+    s.wait_stderr("Serving ", Duration::from_secs(20));
+    s
 }
 
 /// `[pairing]` and `[uplink]` tunables for a box of this city.
@@ -160,7 +103,7 @@ fn a_fresh_box_pairs_streams_heartbeats_and_shares_then_unpairs() {
         .stream_config(Stream::new("s", Codec::H264).fps(15).gop(15))
         .start();
     let broker = Broker::start_city(CityOptions::default());
-    let _serve = Serve::start(&broker, &[]);
+    let _serve = serve(&broker, &[]);
     let code = issue_codes(&broker, 1, &["--label", "12 Elm St"]).remove(0);
     let statuses = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/status"), &[]);
     let heartbeats = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/heartbeat"), &[]);
@@ -316,7 +259,7 @@ fn wrong_used_and_expired_codes_and_a_wrong_ca_are_refused_in_plain_words() {
     );
     drop(d_fast);
 
-    let serve = Serve::start(&broker, &[]);
+    let serve = serve(&broker, &[]);
     // A code the city never issued.
     let (ok, out) = pair(&d, "ZZZZ-ZZZZ-ZZZZ", &[]);
     assert!(
@@ -347,7 +290,7 @@ fn wrong_used_and_expired_codes_and_a_wrong_ca_are_refused_in_plain_words() {
     assert!(!ok && out.contains("cannot reach"), "{out}");
     // The first box pairs with the code; a second box with the same code is refused.
     let (ok, out) = pair(&d, &codes[0], &[]);
-    assert!(ok, "{out}\n{}", serve.log());
+    assert!(ok, "{out}\n{}", serve.output());
     let (ok, out) = pair(&other, &codes[0], &[]);
     assert!(!ok && out.contains("already used"), "{out}");
     assert_eq!(other.get("/api/v1/pairing")["state"], "unpaired");
@@ -358,7 +301,7 @@ fn wrong_used_and_expired_codes_and_a_wrong_ca_are_refused_in_plain_words() {
 fn renewal_switches_certificates_without_losing_queued_messages() {
     let broker = Broker::start_city(CityOptions::default());
     // Certificates live 90 days and the box renews with 100 days left: at once.
-    let _serve = Serve::start(&broker, &["--lifetime", "90d"]);
+    let _serve = serve(&broker, &["--lifetime", "90d"]);
     let code = issue_codes(&broker, 1, &[]).remove(0);
     let d = Daemon::start(&box_config(&broker, "renew_before = \"100d\""));
     let audits = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/audit"), &[]);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod camera;
+pub mod center;
 pub mod ffprobe;
 pub mod mosquitto;
 pub mod pki;
