@@ -732,8 +732,16 @@ fn a_clip_approved_while_the_broker_is_down_arrives_later_and_a_revoked_one_neve
         hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap())),
         "evicted from the buffer, but what the manifest promised arrived: {manifest}"
     );
-    let st = r.daemon.get("/api/v1/uplink");
-    assert_eq!(st["outbox_messages"], 0, "{st:#}");
+    // Everything acknowledged (the last PUBACKs may trail the center's copy by a moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = r.daemon.get("/api/v1/uplink");
+        if st["outbox_messages"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outbox not drained: {st:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Sent or dropped, every held piece is released.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(&held).unwrap().count() > 0 {
