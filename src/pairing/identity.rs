@@ -213,6 +213,21 @@ pub fn install(
     })
 }
 
+/// Installs a renewed generation only if `gw` is still the current identity; `None` (and
+/// nothing written) when the box was unpaired or paired anew meanwhile. The caller serializes
+/// this with [`remove`].
+pub fn install_if_current(
+    data_dir: &Path,
+    gw: &str,
+    files: &IdentityFiles,
+    info: &IdentityInfo,
+) -> Result<Option<Identity>, IdentityError> {
+    match load(data_dir)? {
+        Some(cur) if cur.info.gateway_id == gw => install(data_dir, files, info).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Forgets the identity (unpairing): the directory is renamed first, so a crash half-way
 /// still leaves the box unpaired, then deleted.
 pub fn remove(data_dir: &Path) -> Result<(), IdentityError> {
@@ -318,6 +333,27 @@ mod tests {
         assert_eq!(gens, 1);
         remove(d.path()).unwrap();
         assert!(load(d.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_late_renewal_never_resurrects_an_unpaired_identity() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(
+            install_if_current(d.path(), "gw-a", &files("x"), &info("gw-a"))
+                .unwrap()
+                .is_none()
+        );
+        install(d.path(), &files("a"), &info("gw-a")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let renewed = install_if_current(d.path(), "gw-a", &files("b"), &info("gw-a")).unwrap();
+        assert!(renewed.is_some());
+        remove(d.path()).unwrap();
+        assert!(
+            install_if_current(d.path(), "gw-a", &files("c"), &info("gw-a"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(load(d.path()).unwrap().is_none(), "still unpaired");
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct CityLink {
     pairing: PairingConfig,
     configured: Option<Configured>,
     lock: tokio::sync::Mutex<Option<Running>>,
+    /// Held (inside the blocking tasks) while identity files are written or deleted: a renewal
+    /// cancelled by unpairing may still be finishing its write, and must not resurrect an
+    /// identity that unpairing deleted (it checks the gateway is still current under it).
+    files: Arc<Mutex<()>>,
     current: RwLock<Option<UplinkHandle>>,
     status: Mutex<PairingStatus>,
     me: std::sync::Weak<CityLink>,
@@ -119,6 +123,7 @@ impl CityLink {
             pairing,
             configured,
             lock: tokio::sync::Mutex::new(None),
+            files: Arc::new(Mutex::new(())),
             current: RwLock::new(None),
             status: Mutex::new(unpaired()),
             me: me.clone(),
@@ -316,9 +321,28 @@ impl CityLink {
         match result {
             Ok(id) => {
                 let gw = id.info.gateway_id.clone();
-                let r = self.start_identity(&id, false).map_err(|e| {
-                    PairError::Setup(format!("paired, but the link did not start: {e:#}"))
-                })?;
+                let r = match self.start_identity(&id, false) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let e = PairError::Setup(format!(
+                            "paired as {gw}, but the link did not start (it is tried again at the next start): {e:#}"
+                        ));
+                        self.set_status(|s| {
+                            *s = PairingStatus {
+                                state: "paired",
+                                gateway_id: Some(gw.clone()),
+                                broker: Some(id.info.broker.clone()),
+                                not_after: Some(id.info.not_after),
+                                issued_at: Some(id.info.issued_at),
+                                last_error: Some(StatusError {
+                                    code: e.code().into(),
+                                    message: e.to_string(),
+                                }),
+                            }
+                        });
+                        return Err(e);
+                    }
+                };
                 *running = Some(r);
                 if let Err(e) = self.sharing.append_audit(
                     NewEntry::new(crate::uplink::now_ms(), AuditKind::Pairing, Actor::Resident)
@@ -405,7 +429,9 @@ impl CityLink {
         let (files, info) =
             enroll::accept(answer, &key, None, (&host, 8883), &self.pairing.topic_root)?;
         let data_dir = self.data_dir.clone();
+        let lock = self.files.clone();
         let id = tokio::task::spawn_blocking(move || {
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
             let id = identity::install(&data_dir, &files, &info);
             identity::clear_pending(&data_dir);
             id
@@ -448,9 +474,13 @@ impl CityLink {
         }
         self.sharing.clean_held();
         let data_dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || identity::remove(&data_dir))
-            .await
-            .map_err(|e| PairError::Setup(format!("unpairing panicked: {e}")))??;
+        let lock = self.files.clone();
+        tokio::task::spawn_blocking(move || {
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            identity::remove(&data_dir)
+        })
+        .await
+        .map_err(|e| PairError::Setup(format!("unpairing panicked: {e}")))??;
         info!(gateway = %gw, "Unpaired: the box works locally");
         self.set_status(|s| *s = unpaired());
         Ok(self.status())
@@ -540,10 +570,15 @@ impl CityLink {
         info.broker = current.info.broker.clone();
         info.topic_root = current.info.topic_root.clone();
         let data_dir = self.data_dir.clone();
+        let lock = self.files.clone();
+        let gw_now = gw.to_owned();
         let id = tokio::task::spawn_blocking(move || {
-            let id = identity::install(&data_dir, &files, &info);
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            // Unpaired meanwhile (this task outlives a cancelled renewal): write nothing.
+            let id = identity::install_if_current(&data_dir, &gw_now, &files, &info)?
+                .ok_or(PairError::NotPaired)?;
             identity::clear_pending(&data_dir);
-            id
+            Ok::<_, PairError>(id)
         })
         .await
         .map_err(|e| PairError::Setup(format!("storing the identity panicked: {e}")))??;
