@@ -243,7 +243,7 @@ async fn add(
         .camera(&id)
         .detail(json!({"how": how, "onvif": stored.onvif.is_some()}));
     let handle = state.cameras.add(stored).await?;
-    if let Err(e) = tokio::task::spawn_blocking(move || sharing.record_camera_change(entry))
+    if let Err(e) = tokio::task::spawn_blocking(move || sharing.append_audit(entry))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
     {
@@ -534,7 +534,7 @@ async fn remove(
         {
             sharing.set_rules(&cam, CameraRules::default())?;
         }
-        sharing.record_camera_change(
+        sharing.append_audit(
             NewEntry::new(now_ms(), AuditKind::CameraRemoved, Actor::Resident)
                 .camera(&cam)
                 .detail(json!({"video_kept_until_evicted": true})),

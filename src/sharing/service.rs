@@ -220,7 +220,8 @@ impl Sharing {
     }
 
     /// Appends an entry to the audit chain (and queues it to the center when paired): for
-    /// events outside sharing, like pairing.
+    /// events outside sharing — pairing, a camera added or removed. The detail must not name
+    /// addresses, URLs or credentials (the entry leaves the house).
     pub fn append_audit(&self, entry: NewEntry) -> Result<(), SharingError> {
         self.record(entry)
     }
@@ -825,13 +826,6 @@ impl Sharing {
                 .detail(json!({"before": before, "after": rules})),
         )?;
         self.ended(events, Actor::Resident)
-    }
-
-    /// Records a camera the resident added or removed (`camera_added` / `camera_removed`) in
-    /// the audit chain, queued to the center like every entry. The detail must not name
-    /// addresses, URLs or credentials.
-    pub fn record_camera_change(&self, entry: NewEntry) -> Result<(), SharingError> {
-        self.record(entry)
     }
 
     /// The rules of every camera (deny-by-default for cameras never set).
