@@ -133,6 +133,34 @@ impl Rig {
         self.send_raw(&sign_request(c, &self.key));
     }
 
+    /// Sets clips to `always` on `front`, waits for 4 s of buffer and asks for the 2 s clip
+    /// `id` starting a second into it; returns the request sent.
+    fn request_always_clip(&self, id: &str) -> Claims {
+        self.cli(&[
+            "consent",
+            "set",
+            "front",
+            "--clips",
+            "always",
+            "--max-clip-window",
+            "1h",
+        ]);
+        let c = self
+            .daemon
+            .wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
+                c["buffered_to_ms"].as_i64().unwrap_or(0)
+                    - c["buffered_from_ms"].as_i64().unwrap_or(0)
+                    >= 4_000
+            });
+        let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
+        let mut req = claims(id, RequestKind::Clip);
+        req.duration_s = None;
+        req.from = Some(from);
+        req.to = Some(from + 2);
+        self.send(&req);
+        req
+    }
+
     fn reply(&self, id: &str, status: &str) -> serde_json::Value {
         let msgs = self.replies.wait(
             Duration::from_secs(20),
@@ -188,6 +216,46 @@ fn is_reply(m: &Msg, id: &str, status: &str) -> bool {
 }
 
 /// Writes the bodies of init and fragments, in seq order, to `path`; returns the fragment count.
+/// The PLM1 payloads of clip `id` seen by `sub`, once its end message has arrived.
+fn clip_payloads(sub: &Sub, id: &str, timeout: Duration) -> Vec<Vec<u8>> {
+    let topic = format!("porchlight/v1/gw/gw-1/clip/{id}");
+    let msgs = sub.wait(timeout, "the clip's end message", |m| {
+        m.iter().filter(|m| m.topic == topic).any(|m| {
+            hex::decode(m.payload.trim())
+                .ok()
+                .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
+                .unwrap_or(false)
+        })
+    });
+    msgs.iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| hex::decode(m.payload.trim()).unwrap())
+        .collect()
+}
+
+/// Reassembles a clip into `path` and checks its manifest against what arrived (sha256 of
+/// the concatenated bodies, bytes, fragment messages); returns the fragment count and the
+/// manifest.
+fn check_clip(payloads: &[Vec<u8>], path: &Path) -> (usize, serde_json::Value) {
+    let fragments = reassemble(payloads, path);
+    let body = std::fs::read(path).unwrap();
+    let end = payloads
+        .iter()
+        .filter_map(|p| framing::decode(p).ok())
+        .find(|f| f.kind == Kind::End)
+        .expect("an end message");
+    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(sha2::Sha256::digest(&body)),
+        "{manifest}"
+    );
+    assert_eq!(manifest["bytes"], body.len());
+    assert_eq!(manifest["fragments"], fragments);
+    (fragments, manifest)
+}
+
 fn reassemble(msgs: &[Vec<u8>], path: &Path) -> usize {
     let mut frames: Vec<_> = msgs
         .iter()
@@ -408,65 +476,15 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
 fn a_clip_whose_segments_exceed_one_packet_arrives_split_and_whole() {
     // 16 KiB packets: every stored GOP is larger, so each goes as several kind-2 messages.
     let r = rig_full("max_packet_size = \"16 KiB\"\n", "");
-    r.cli(&[
-        "consent",
-        "set",
-        "front",
-        "--clips",
-        "always",
-        "--max-clip-window",
-        "1h",
-    ]);
-    let c = r
-        .daemon
-        .wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
-            c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0)
-                >= 4_000
-        });
-    let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
-    let mut req = claims("clip-big", RequestKind::Clip);
-    req.duration_s = None;
-    req.from = Some(from);
-    req.to = Some(from + 2);
-    r.send(&req);
+    r.request_always_clip("clip-big");
     r.reply("clip-big", "completed");
-    let topic = "porchlight/v1/gw/gw-1/clip/clip-big";
-    let msgs = r
-        .clips
-        .wait(Duration::from_secs(30), "the clip's end message", |m| {
-            m.iter().filter(|m| m.topic == topic).any(|m| {
-                hex::decode(m.payload.trim())
-                    .ok()
-                    .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
-                    .unwrap_or(false)
-            })
-        });
-    let payloads: Vec<Vec<u8>> = msgs
-        .iter()
-        .filter(|m| m.topic == topic)
-        .map(|m| hex::decode(m.payload.trim()).unwrap())
-        .collect();
+    let payloads = clip_payloads(&r.clips, "clip-big", Duration::from_secs(30));
     assert!(
         payloads.iter().all(|p| p.len() <= 16 * 1024),
         "every message fits max_packet_size"
     );
     let path = r.daemon.dir.path().join("clip-big.mp4");
-    let fragments = reassemble(&payloads, &path);
-    let body = std::fs::read(&path).unwrap();
-    let end = payloads
-        .iter()
-        .filter_map(|p| framing::decode(p).ok())
-        .find(|f| f.kind == Kind::End)
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
-    use sha2::Digest;
-    assert_eq!(
-        manifest["sha256"],
-        hex::encode(sha2::Sha256::digest(&body)),
-        "{manifest}"
-    );
-    assert_eq!(manifest["bytes"], body.len());
-    assert_eq!(manifest["fragments"], fragments);
+    let (fragments, _) = check_clip(&payloads, &path);
     // More messages than the 2-3 GOPs in the window: the segments were split.
     assert!(fragments > 4, "{fragments} fragments: segments not split?");
     let p = support::ffprobe::probe(&path);
@@ -478,62 +496,13 @@ fn a_clip_whose_segments_exceed_one_packet_arrives_split_and_whole() {
 #[test]
 fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
     let r = rig();
-    r.cli(&[
-        "consent",
-        "set",
-        "front",
-        "--clips",
-        "always",
-        "--max-clip-window",
-        "1h",
-    ]);
-    let c = r
-        .daemon
-        .wait_camera("front", Duration::from_secs(60), "4 s buffered", |c| {
-            c["buffered_to_ms"].as_i64().unwrap_or(0) - c["buffered_from_ms"].as_i64().unwrap_or(0)
-                >= 4_000
-        });
-    let from = c["buffered_from_ms"].as_i64().unwrap() / 1000 + 1;
-    let mut req = claims("clip-1", RequestKind::Clip);
-    req.duration_s = None;
-    req.from = Some(from);
-    req.to = Some(from + 2);
-    r.send(&req);
+    let req = r.request_always_clip("clip-1");
+    let from = req.from.unwrap();
     r.reply("clip-1", "granted");
     r.reply("clip-1", "completed");
-    let topic = "porchlight/v1/gw/gw-1/clip/clip-1";
-    let msgs = r
-        .clips
-        .wait(Duration::from_secs(20), "the clip's end message", |m| {
-            m.iter().filter(|m| m.topic == topic).any(|m| {
-                hex::decode(m.payload.trim())
-                    .ok()
-                    .and_then(|p| framing::decode(&p).ok().map(|f| f.kind == Kind::End))
-                    .unwrap_or(false)
-            })
-        });
-    let payloads: Vec<Vec<u8>> = msgs
-        .iter()
-        .filter(|m| m.topic == topic)
-        .map(|m| hex::decode(m.payload.trim()).unwrap())
-        .collect();
+    let payloads = clip_payloads(&r.clips, "clip-1", Duration::from_secs(20));
     let path = r.daemon.dir.path().join("clip.mp4");
-    let fragments = reassemble(&payloads, &path);
-    let body = std::fs::read(&path).unwrap();
-    let end = payloads
-        .iter()
-        .filter_map(|p| framing::decode(p).ok())
-        .find(|f| f.kind == Kind::End)
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
-    use sha2::Digest;
-    assert_eq!(
-        manifest["sha256"],
-        hex::encode(sha2::Sha256::digest(&body)),
-        "{manifest}"
-    );
-    assert_eq!(manifest["bytes"], body.len());
-    assert_eq!(manifest["fragments"], fragments);
+    let (_, manifest) = check_clip(&payloads, &path);
     assert_eq!(manifest["alg"], "ES256");
     // The window [from, from+2 s) is covered, starting at a keyframe at or before it.
     assert!(manifest["from"].as_i64().unwrap() <= from * 1000);
@@ -718,20 +687,9 @@ fn a_clip_approved_while_the_broker_is_down_arrives_later_and_a_revoked_one_neve
         .map(|m| hex::decode(m.payload.trim()).unwrap())
         .collect();
     let path = r.daemon.dir.path().join("kept.mp4");
-    reassemble(&payloads, &path);
+    // Evicted from the buffer meanwhile, but what the manifest promised arrived.
+    check_clip(&payloads, &path);
     support::ffprobe::decode_ok(&path);
-    let end = payloads
-        .iter()
-        .filter_map(|p| framing::decode(p).ok())
-        .find(|f| f.kind == Kind::End)
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(end.body).unwrap();
-    use sha2::Digest;
-    assert_eq!(
-        manifest["sha256"],
-        hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap())),
-        "evicted from the buffer, but what the manifest promised arrived: {manifest}"
-    );
     // Everything acknowledged (the last PUBACKs may trail the center's copy by a moment).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
