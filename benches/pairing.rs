@@ -9,8 +9,7 @@
 //!
 //! Run: `cargo bench --bench pairing` (env `PORCHLIGHT_BENCH_PAIRINGS`, default 10).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use porchlight_testkit as support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -11,17 +11,16 @@
 //!
 //! Run: `cargo bench --bench sharing` (env `PORCHLIGHT_BENCH_SECS`, default 30).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use porchlight_testkit as support;
 
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::SigningKey;
-use porchlight::center::connection::Connection;
-use porchlight::center::settings::Settings;
-use porchlight::sharing::request::{sign_request, Claims, RequestKind};
-use porchlight::uplink::framing::{self, Kind};
+use porchlight::protocol::framing::{self, Kind};
+use porchlight::protocol::request::{sign_request, Claims, RequestKind};
+use porchlight_center::connection::Connection;
+use porchlight_center::settings::Settings;
 use support::camera::{Camera, Codec, Stream};
 use support::mosquitto::Broker;
 use support::{camera_toml, Daemon, FAST_INGEST};

@@ -70,24 +70,18 @@
 //!
 //! Needs `mosquitto` and `mosquitto-clients`; fails loudly without them.
 
-#[allow(dead_code)]
-#[path = "../tests/support/mosquitto.rs"]
-mod mosquitto;
-#[allow(dead_code)]
-#[path = "../tests/support/pki.rs"]
-mod pki;
+use porchlight_testkit::{mosquitto, pki};
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use porchlight::daemon::Shutdown;
+use porchlight::shutdown::Shutdown;
 use porchlight::store::{Store, StoreOptions};
 use porchlight::uplink::outbox::{Payload, Record};
 use porchlight::uplink::{NoHealth, Uplink, UplinkSettings};
@@ -101,13 +95,7 @@ const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 const CHILD_ENV: &str = "PORCHLIGHT_BENCH_UPLINK_CHILD";
 const KIB: usize = 1024;
 
-/// Used by `tests/support/mosquitto.rs` (`super::free_port`).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
-}
+use porchlight_testkit::free_port;
 
 fn env_num(name: &str, default: usize) -> usize {
     match std::env::var(name) {

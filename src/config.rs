@@ -10,15 +10,18 @@
 //! `<redacted>`. A camera URL must not carry credentials (`rtsp://user:pass@host/…` is rejected):
 //! URLs are shown in the CLI and logs, passwords never are.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use url::Url;
+use serde::Deserialize;
 
-use crate::units::{ByteSize, Dur};
+use crate::ingest::spec::{
+    check_rtsp_url, valid_camera_id, CameraSpec, Credentials, Record, Transport,
+};
+use crate::protocol::units::{ByteSize, Dur};
+use crate::secret::Secret;
+use crate::uplink::parse_broker;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -231,10 +234,10 @@ pub struct PairingConfig {
 }
 
 fn default_bootstrap_username() -> String {
-    crate::pairing::protocol::BOOTSTRAP_USERNAME.to_owned()
+    crate::protocol::pairing::BOOTSTRAP_USERNAME.to_owned()
 }
 fn default_bootstrap_password() -> Secret {
-    Secret::new(crate::pairing::protocol::BOOTSTRAP_PASSWORD)
+    Secret::new(crate::protocol::pairing::BOOTSTRAP_PASSWORD)
 }
 fn default_pairing_timeout() -> Dur {
     Dur(Duration::from_secs(60))
@@ -356,30 +359,6 @@ pub struct IngestConfig {
     pub backoff_max: Dur,
 }
 
-/// What goes to disk for a camera.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Record {
-    /// Record the main stream.
-    #[default]
-    Main,
-    /// Record the substream (`substream_url`), which is kinder to the SD card.
-    Sub,
-    /// Record nothing; the camera is still watched and its live feed available.
-    Off,
-}
-
-/// RTP transport to the camera.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// RTP interleaved on the RTSP TCP connection (works through NAT and firewalls).
-    #[default]
-    Tcp,
-    /// RTP over UDP (less latency, loses packets on busy Wi-Fi).
-    Udp,
-}
-
 /// `[[cameras]]`: one camera.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -414,35 +393,6 @@ pub struct CameraConfig {
     pub transport: Transport,
 }
 
-/// A secret string (camera password) that never prints.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for handing to the RTSP client only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -465,46 +415,6 @@ pub enum ConfigError {
     /// The values are inconsistent; every problem is listed.
     #[error("config has {} problem(s):\n  - {}", .0.len(), .0.join("\n  - "))]
     Invalid(Vec<String>),
-}
-
-/// Credentials for one camera, ready for the RTSP client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: Secret,
-}
-
-/// A camera after validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CameraSpec {
-    /// Stable id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Main stream URL (no credentials in it).
-    pub url: Url,
-    /// Substream URL.
-    pub substream_url: Option<Url>,
-    /// Credentials, when the camera needs them.
-    pub credentials: Option<Credentials>,
-    /// What is recorded.
-    pub record: Record,
-    /// Whether audio is ingested.
-    pub audio: bool,
-    /// RTP transport.
-    pub transport: Transport,
-}
-
-impl CameraSpec {
-    /// The URL recorded to disk: the substream when `record = "sub"`, else the main stream.
-    pub fn recorded_url(&self) -> &Url {
-        match (self.record, &self.substream_url) {
-            (Record::Sub, Some(sub)) => sub,
-            _ => &self.url,
-        }
-    }
 }
 
 /// A configuration that passed validation.
@@ -634,30 +544,6 @@ impl Default for Config {
             web: WebConfig::default(),
             discovery: DiscoveryConfig::default(),
         }
-    }
-}
-
-/// Whether `id` is a valid camera id.
-pub fn valid_camera_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// A URL with any user info removed, for messages.
-pub fn redact_url(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        // Unparseable: keep only what comes after an '@' so a password cannot leak.
-        Err(_) => match raw.rfind('@') {
-            Some(at) => format!("<credentials removed>@{}", &raw[at + 1..]),
-            None => raw.to_owned(),
-        },
     }
 }
 
@@ -933,74 +819,6 @@ impl DiscoveryConfig {
     }
 }
 
-/// Parses and checks an RTSP URL (scheme, no credentials, a host), adding problems.
-pub(crate) fn check_rtsp_url(
-    who: &str,
-    key: &str,
-    raw: &str,
-    problems: &mut Vec<String>,
-) -> Option<Url> {
-    let url = match Url::parse(raw) {
-        Ok(u) => u,
-        Err(e) => {
-            problems.push(format!(
-                "{who}: {key} {:?} is not a URL: {e}",
-                redact_url(raw)
-            ));
-            return None;
-        }
-    };
-    let mut ok = true;
-    if !matches!(url.scheme(), "rtsp" | "rtsps") {
-        problems.push(format!(
-            "{who}: {key} must start with rtsp:// or rtsps://, not {}://",
-            url.scheme()
-        ));
-        ok = false;
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        problems.push(format!(
-            "{who}: {key} contains credentials; remove them from the URL ({}) and set \
-             username and password_file instead",
-            redact_url(raw)
-        ));
-        ok = false;
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        problems.push(format!("{who}: {key} has no host"));
-        ok = false;
-    }
-    ok.then_some(url)
-}
-
-/// Parses an `mqtts://host[:port]` broker address (port 8883 by default) into host and port;
-/// `key` names the setting in the error.
-pub fn parse_broker(key: &str, broker: &str) -> Result<(String, u16), String> {
-    let url = Url::parse(broker)
-        .map_err(|e| format!("{key} {:?} is not a URL: {e}", redact_url(broker)))?;
-    if url.scheme() != "mqtts" {
-        return Err(format!(
-            "{key} must start with mqtts:// (TLS); {}:// is refused: the city link is never plaintext",
-            url.scheme()
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "{key} must not carry credentials: the box authenticates with its certificate"
-        ));
-    }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() {
-        return Err(format!("{key} takes only mqtts://host[:port]"));
-    }
-    match url.host_str().filter(|h| !h.is_empty()) {
-        None => Err(format!("{key} has no host")),
-        Some(h) => {
-            let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
-            Ok((h, url.port().unwrap_or(8883)))
-        }
-    }
-}
-
 /// Checks `[pairing]`, adding every problem.
 fn check_pairing(p: &PairingConfig, problems: &mut Vec<String>) {
     if let Some(b) = &p.broker {
@@ -1040,7 +858,7 @@ fn check_uplink(
     Option<crate::uplink::UplinkSettings>,
     crate::uplink::UplinkSettings,
 ) {
-    use crate::uplink::tls;
+    use crate::protocol::tls;
     let before = problems.len();
     let mut host_port = None;
     let identity = match (&u.broker, &u.ca_file, &u.cert_file, &u.key_file) {
@@ -1288,15 +1106,6 @@ url = "rtsp://192.0.2.3/"
     }
 
     #[test]
-    fn redact_url_removes_user_info() {
-        assert_eq!(
-            redact_url("rtsp://u:p@192.0.2.1:554/a"),
-            "rtsp://192.0.2.1:554/a"
-        );
-        assert!(!redact_url("rtsp://u:p@@bad url").contains(":p"));
-    }
-
-    #[test]
     fn example_config_loads_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/porchlight.example.toml");
         let cfg = Config::load(&path).unwrap();
@@ -1347,7 +1156,7 @@ url = "rtsp://192.0.2.3/"
         let u = v.uplink.unwrap();
         assert_eq!((u.host.as_str(), u.port), ("broker.example", 8884));
         assert_eq!(u.topic_root, "porchlight/v1");
-        assert_eq!(crate::uplink::tls::gateway_id(&cert).unwrap(), "gw-7");
+        assert_eq!(crate::protocol::tls::gateway_id(&cert).unwrap(), "gw-7");
     }
 
     #[test]

@@ -9,75 +9,24 @@
 //! once; everything acknowledged is already durable, so that loses at most the open segment.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::watch;
+
+use crate::shutdown::Shutdown;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn, Instrument};
 
-pub use crate::cameras::CameraHandle;
 use crate::cameras::CameraSet;
 use crate::config::Validated;
+use crate::protocol::messages::{
+    CameraReport, EventKind, HealthReport, SharingModes, StorageReport,
+};
 use crate::sharing::Sharing;
 use crate::store::{Store, StoreOptions};
-use crate::uplink::messages::{CameraReport, EventKind, HealthReport, SharingModes, StorageReport};
-use crate::uplink::{HealthSource, UplinkHandle};
-
-/// A signal that long-lived tasks race every await against.
-#[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// The sending side of a [`Shutdown`].
-#[derive(Debug)]
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-impl Shutdown {
-    /// A new signal and its trigger.
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(tx), Shutdown(rx))
-    }
-
-    /// Resolves once shutdown has been triggered (at once if it already was).
-    pub async fn wait(&self) {
-        let mut rx = self.0.clone();
-        // An error means the trigger was dropped, which also means: stop.
-        let _ = rx.wait_for(|v| *v).await;
-    }
-
-    /// Whether shutdown has been triggered.
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-}
-
-impl ShutdownTrigger {
-    /// Tells every holder of the matching [`Shutdown`] to stop.
-    pub fn trigger(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-/// State shared by the control API and the daemon's tasks.
-pub struct DaemonState {
-    /// The segment store.
-    pub store: Arc<Store>,
-    /// The current cameras (configuration file and added at run time) and their workers.
-    pub cameras: Arc<CameraSet>,
-    /// The daemon's camera discovery (latest results, scan now).
-    pub discovery: Arc<crate::cameras::scanner::Scanner>,
-    /// When the daemon started.
-    pub started: Instant,
-    /// The token every API request must carry.
-    pub api_token: String,
-    /// The city link: configured, paired, or not (yet).
-    pub link: Arc<crate::pairing::link::CityLink>,
-    /// Consent, requests, grants and the audit log.
-    pub sharing: Arc<Sharing>,
-}
+use crate::uplink::HealthSource;
 
 /// The daemon's contribution to heartbeats: camera health and storage, nothing that names an
 /// address (ids, state words and stream parameters only).
@@ -131,7 +80,7 @@ impl HealthSource for DaemonHealth {
             audit: sharing
                 .map(|s| {
                     let head = s.audit().latest();
-                    crate::uplink::messages::AuditAnchor {
+                    crate::protocol::messages::AuditAnchor {
                         seq: head.seq,
                         hash: head.hash,
                     }
@@ -233,23 +182,6 @@ async fn event_watcher(
     }
 }
 
-impl DaemonState {
-    /// The running city uplink, when the box is paired (or configured with an identity).
-    pub fn uplink(&self) -> Option<UplinkHandle> {
-        self.link.uplink()
-    }
-
-    /// The camera with this id, as it is now.
-    pub fn camera(&self, id: &str) -> Option<CameraHandle> {
-        self.cameras.get(id)
-    }
-}
-
-/// Path of the API token file inside the data directory.
-pub fn token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("api.token")
-}
-
 /// Creates the data directory (0700) and a fresh API token (0600).
 fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<String> {
     use std::io::{Read, Write};
@@ -264,7 +196,7 @@ fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<String> {
         .and_then(|mut f| f.read_exact(&mut raw))
         .context("cannot read /dev/urandom for the API token")?;
     let token = hex::encode(raw);
-    let path = token_path(data_dir);
+    let path = crate::api::token_path(data_dir);
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -346,7 +278,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
             "Deleted clip pieces no queued message needs"
         );
     }
-    let state = Arc::new(DaemonState {
+    let state = Arc::new(crate::api::ApiState {
         store: store.clone(),
         cameras: cameras.clone(),
         discovery: scanner.clone(),
@@ -474,7 +406,7 @@ fn open_sharing(
         // the moved-aside index for offline checks).
         Ok(a) => (a, serde_json::json!({"reason": "new"})),
         Err(e) => {
-            let next = format!("audit.{}", crate::ingest::now_ms());
+            let next = format!("audit.{}", crate::clock::now_ms());
             error!(tree = %current, error = %e, new_tree = %next, "Audit chain unreadable; kept as is, starting a new chain");
             meta.insert("current", next.as_bytes())?;
             meta.flush()?;
@@ -493,7 +425,7 @@ fn open_sharing(
         audit
             .append(
                 NewEntry::new(
-                    crate::ingest::now_ms(),
+                    crate::clock::now_ms(),
                     AuditKind::LogStarted,
                     Actor::Gateway,
                 )
@@ -544,7 +476,7 @@ async fn retention_sweeper(store: Arc<Store>, shutdown: Shutdown) {
             _ = tick.tick() => {}
         }
         let s = store.clone();
-        let now = crate::ingest::now_ms();
+        let now = crate::clock::now_ms();
         match tokio::task::spawn_blocking(move || s.enforce_retention(now)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => info!(evicted = n, "Retention removed old segments"),

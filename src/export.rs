@@ -94,7 +94,7 @@ impl ExportPlan {
     /// Sentences for the resident about what the export does not cover.
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let f = |ms| crate::cli::fmt_ms(Some(ms));
+        let f = |ms| crate::clock::fmt_ms(Some(ms));
         if self.from_ms > self.requested_from_ms + GAP_TOLERANCE_MS {
             out.push(format!(
                 "nothing buffered from {} to {}: the export starts at {}",
@@ -147,15 +147,15 @@ pub fn plan(
         let buffer = match usage.cameras.get(camera) {
             Some(s) => format!(
                 "the buffer holds {} to {}",
-                crate::cli::fmt_ms(Some(s.first_ms)),
-                crate::cli::fmt_ms(Some(s.last_ms))
+                crate::clock::fmt_ms(Some(s.first_ms)),
+                crate::clock::fmt_ms(Some(s.last_ms))
             ),
             None => "the buffer holds nothing for this camera yet".to_owned(),
         };
         return Err(ExportError::NothingInRange {
             camera: camera.to_owned(),
-            from: crate::cli::fmt_ms(Some(from_ms)),
-            to: crate::cli::fmt_ms(Some(to_ms)),
+            from: crate::clock::fmt_ms(Some(from_ms)),
+            to: crate::clock::fmt_ms(Some(to_ms)),
             buffer,
         });
     };

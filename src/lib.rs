@@ -39,11 +39,14 @@
 //! Boundaries: ingest and media never import an uplink; discovery results and camera URLs never
 //! leave the house; camera passwords are held in [`config::Secret`], which never prints.
 
+pub use porchlight_protocol as protocol;
+
 pub mod api;
 pub mod audit;
+pub mod backoff;
 pub mod cameras;
-pub mod center;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod daemon;
@@ -52,9 +55,10 @@ pub mod export;
 pub mod ingest;
 pub mod media;
 pub mod pairing;
+pub mod secret;
 pub mod sharing;
+pub mod shutdown;
 pub mod store;
 pub mod systemd;
-pub mod units;
 pub mod uplink;
 pub mod web;

@@ -3,12 +3,7 @@
 //! MP4 files that ffprobe reads back. If this fails, the integration tests that use the rig
 //! cannot be trusted either; `.ci/run` installs what it needs.
 
-mod support {
-    #[path = "camera.rs"]
-    pub mod camera;
-    #[path = "ffprobe.rs"]
-    pub mod ffprobe;
-}
+use porchlight_testkit as support;
 
 use support::camera::{AuthMethod, Camera, Codec, Stream};
 use support::ffprobe::{decode_ok, probe, record};

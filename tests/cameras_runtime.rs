@@ -14,7 +14,7 @@
 //! exportable; the password never appears in an API response or the daemon log; a camera that
 //! moves (new address) is followed only by the safe rule of `porchlight::cameras::moves`.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! kill -9 during ingest, a damaged index, and a small quota: what was acknowledged survives,
 //! the store repairs itself, and disk use stays within the quota.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -17,7 +17,7 @@
 //!
 //! Every namespace and process is removed by a Drop guard, also when a test fails.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, TcpListener};
@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use porchlight::config::Secret;
 use porchlight::discovery::onvif::{self, OnvifError, ProbeRequest};
+use porchlight::secret::Secret;
 
 const CAM_IP: &str = "10.231.0.1";
 const GW_IP: &str = "10.231.0.2";

@@ -1,6 +1,6 @@
 //! Ingest from real RTSP cameras (GStreamer), buffer, and export ranges that ffprobe judges.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! identity without a restart, keeps it across a restart, renews its certificate without
 //! losing queued messages, and unpairs. Refusals come back in plain words.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -140,7 +140,7 @@ fn a_fresh_box_pairs_streams_heartbeats_and_shares_then_unpairs() {
     );
     let cert = identity_files(&d).join("cert.pem");
     assert_eq!(
-        porchlight::uplink::tls::gateway_id(&cert).unwrap(),
+        porchlight::protocol::tls::gateway_id(&cert).unwrap(),
         gw,
         "certificate CN"
     );

@@ -1,6 +1,6 @@
 //! Hostile and broken cameras: the daemon keeps running and says what is wrong in plain words.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -2,15 +2,15 @@
 //! ACLs, a GStreamer camera, the daemon, signed requests from the center's identity, replies
 //! and live feeds captured with `mosquitto_sub` (not our code), judged by ffprobe.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::SigningKey;
-use porchlight::sharing::request::{sign_request, Claims, RequestKind};
-use porchlight::uplink::framing::{self, Kind};
+use porchlight::protocol::framing::{self, Kind};
+use porchlight::protocol::request::{sign_request, Claims, RequestKind};
 use support::camera::{Camera, Codec, Stream};
 use support::mosquitto::{Broker, Msg, Sub};
 use support::{camera_toml, Daemon, FAST_INGEST};
@@ -435,7 +435,7 @@ fn never_denies_and_bad_requests_are_rejected_and_audited() {
     // Over 8 KiB: refused before parsing.
     r.send_raw(&"A".repeat(9_000));
     // A correct signature over a body that is not the claims.
-    r.send_raw(&porchlight::sharing::request::sign_raw(
+    r.send_raw(&porchlight::protocol::request::sign_raw(
         br#"{"alg":"EdDSA"}"#,
         br#"{"jti":"bad-json","kind":"live","#,
         &r.key,
@@ -549,7 +549,7 @@ fn a_granted_clip_arrives_whole_with_a_manifest_signed_by_the_box() {
 
     // The reference center receives a second clip itself and verifies the signature.
     let out_mp4 = dir.join("center.mp4");
-    let center = std::process::Command::new(env!("CARGO_BIN_EXE_porchlight-center"))
+    let center = std::process::Command::new(porchlight_testkit::center::center_bin())
         .arg("--broker")
         .arg(r.broker.url())
         .arg("--ca")

@@ -1,7 +1,7 @@
 //! The daemon under systemd's `Type=notify`: READY once it serves, WATCHDOG pings, STOPPING at
 //! SIGTERM, exit 0.
 
-mod support;
+use porchlight_testkit as support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};

@@ -2,15 +2,15 @@
 //! status and last will, outages, restarts, bad certificates, oversized messages, and what the
 //! center sees through a different MQTT client (mosquitto_sub).
 
-mod support;
+use porchlight_testkit as support;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use porchlight::daemon::{Shutdown, ShutdownTrigger};
-use porchlight::uplink::messages::EventKind;
+use porchlight::protocol::messages::EventKind;
+use porchlight::shutdown::{Shutdown, ShutdownTrigger};
 use porchlight::uplink::outbox::Record;
 use porchlight::uplink::{LinkState, NoHealth, Uplink, UplinkError, UplinkHandle, UplinkSettings};
 use support::mosquitto::{Broker, Msg};

@@ -2,7 +2,7 @@
 //! setup only with the box's setup code and only once, CSRF and Origin checked on every
 //! change, login rate-limited, and no camera password in any answer.
 
-mod support;
+use porchlight_testkit as support;
 #[path = "web/support.rs"]
 mod web;
 

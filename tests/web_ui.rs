@@ -10,7 +10,7 @@
 //! Needs `node`, `/usr/bin/chromium` and `npm ci --prefix tests/web` (`.ci/setup` does all
 //! three); a missing piece fails loudly with the command to run, it is never skipped.
 
-mod support;
+use porchlight_testkit as support;
 #[path = "web/support.rs"]
 mod web;
 
@@ -65,7 +65,7 @@ fn check_browser_tools() {
 }
 
 fn center(broker: &Broker) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_porchlight-center"));
+    let mut c = Command::new(porchlight_testkit::center::center_bin());
     c.arg("--broker")
         .arg(broker.url())
         .arg("--ca")
@@ -405,7 +405,7 @@ fn resident_pairs_the_box_from_the_page_and_sees_a_wrong_code_explained() {
             .spawn()
             .expect("spawn porchlight-center serve"),
     );
-    let issued = Command::new(env!("CARGO_BIN_EXE_porchlight-center"))
+    let issued = Command::new(porchlight_testkit::center::center_bin())
         .args(["codes", "issue", "--dir"])
         .arg(&dir)
         .args(["--count", "1"])

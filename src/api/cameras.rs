@@ -16,11 +16,12 @@ use super::{ApiError, AppState};
 use crate::audit::{Actor, AuditKind, NewEntry};
 use crate::cameras::registry::{OnvifRef, PendingMove, StoredCamera};
 use crate::cameras::{scanner, CameraError, CameraHandle, Source};
-use crate::config::{Record, Secret, Transport};
+use crate::clock::now_ms;
 use crate::consent::CameraRules;
 use crate::discovery::onvif::OnvifError;
 use crate::discovery::DiscoveredCamera;
-use crate::ingest::now_ms;
+use crate::ingest::spec::{Record, Transport};
+use crate::secret::Secret;
 
 /// The routes, merged into [`super::routes`].
 pub fn routes() -> Router<AppState> {
@@ -81,12 +82,12 @@ impl From<&OnvifRef> for OnvifView {
         OnvifView {
             endpoint: o.endpoint.clone(),
             discovery_id: o.discovery_id.clone(),
-            device_url: crate::config::redact_url(&o.device_url),
+            device_url: crate::secret::redact_url(&o.device_url),
             manufacturer: o.manufacturer.clone(),
             model: o.model.clone(),
             serial: o.serial.clone(),
             pending_move: o.pending_move.clone().map(|mut p| {
-                p.device_url = crate::config::redact_url(&p.device_url);
+                p.device_url = crate::secret::redact_url(&p.device_url);
                 p
             }),
         }
@@ -129,7 +130,7 @@ fn info(c: &CameraHandle, usage: &crate::store::Usage) -> CameraInfo {
     let mut status = serde_json::to_value(c.health.snapshot()).unwrap_or_default();
     // The health carries the URL without user info already; strip again, by type of care.
     if let Some(u) = status.get("url").and_then(|u| u.as_str()) {
-        status["url"] = json!(crate::config::redact_url(u));
+        status["url"] = json!(crate::secret::redact_url(u));
     }
     CameraInfo {
         status,
@@ -142,7 +143,7 @@ fn info(c: &CameraHandle, usage: &crate::store::Usage) -> CameraInfo {
             .spec
             .substream_url
             .as_ref()
-            .map(|u| crate::config::redact_url(u.as_str())),
+            .map(|u| crate::secret::redact_url(u.as_str())),
         username: c.spec.credentials.as_ref().map(|c| c.username.clone()),
         has_password: c
             .spec

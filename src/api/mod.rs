@@ -11,7 +11,9 @@ pub mod cameras;
 pub mod pairing;
 pub mod sharing;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,9 +23,47 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::{DaemonState, Shutdown};
+use crate::cameras::CameraSet;
 use crate::export::{ExportError, ExportPlan};
+use crate::sharing::Sharing;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::store::Usage;
+
+/// State shared by the control API and the daemon's tasks.
+pub struct ApiState {
+    /// The segment store.
+    pub store: Arc<Store>,
+    /// The current cameras (configuration file and added at run time) and their workers.
+    pub cameras: Arc<CameraSet>,
+    /// The daemon's camera discovery (latest results, scan now).
+    pub discovery: Arc<crate::cameras::scanner::Scanner>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// The token every API request must carry.
+    pub api_token: String,
+    /// The city link: configured, paired, or not (yet).
+    pub link: Arc<crate::pairing::link::CityLink>,
+    /// Consent, requests, grants and the audit log.
+    pub sharing: Arc<Sharing>,
+}
+
+impl ApiState {
+    /// The running city uplink, when the box is paired (or configured with an identity).
+    pub fn uplink(&self) -> Option<crate::uplink::UplinkHandle> {
+        self.link.uplink()
+    }
+
+    /// The camera with this id, as it is now.
+    pub fn camera(&self, id: &str) -> Option<crate::cameras::CameraHandle> {
+        self.cameras.get(id)
+    }
+}
+
+/// Path of the API token file inside the data directory.
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("api.token")
+}
 
 /// An API failure, mapped to an HTTP status in [`IntoResponse`].
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +155,7 @@ impl From<ExportError> for ApiError {
     }
 }
 
-pub(crate) type AppState = Arc<DaemonState>;
+pub(crate) type AppState = Arc<ApiState>;
 
 /// Every control route, without authentication: [`router`] puts the bearer-token check in
 /// front of it for the loopback listener, and the resident web UI (`crate::web`) puts its
@@ -281,7 +321,7 @@ fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("{what} {s:?} is not an RFC 3339 time: {e}")))
 }
 
-fn plan_for(state: &DaemonState, q: &ExportQuery) -> Result<ExportPlan, ApiError> {
+fn plan_for(state: &ApiState, q: &ExportQuery) -> Result<ExportPlan, ApiError> {
     // A removed camera's video stays exportable until the store evicts it.
     if state.camera(&q.camera).is_none() && !state.store.usage().cameras.contains_key(&q.camera) {
         return Err(ExportError::UnknownCamera(q.camera.clone()).into());

@@ -31,7 +31,7 @@
 //!
 //! # Secrets
 //!
-//! Passwords are [`crate::config::Secret`] from the API body to the RTSP client and never
+//! Passwords are [`crate::secret::Secret`] from the API body to the RTSP client and never
 //! appear in a response, a log line or an audit entry; URLs are kept without user info.
 
 pub mod moves;
@@ -48,11 +48,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-use crate::config::{CameraSpec, IngestConfig};
-use crate::daemon::Shutdown;
+use crate::config::IngestConfig;
 use crate::ingest::health::Health;
 use crate::ingest::live::LiveFeed;
+use crate::ingest::spec::CameraSpec;
 use crate::ingest::CameraWorker;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use registry::{Registry, StoredCamera};
 
@@ -404,7 +405,7 @@ pub fn id_from_name(name: Option<&str>, fallback: &str) -> String {
         .join("-");
     let id: String = base.chars().take(32).collect();
     let id = id.trim_end_matches('-').to_owned();
-    if crate::config::valid_camera_id(&id) {
+    if crate::ingest::spec::valid_camera_id(&id) {
         id
     } else {
         fallback.to_owned()
@@ -450,9 +451,9 @@ mod tests {
             substream_url: None,
             username: None,
             password: None,
-            record: crate::config::Record::Main,
+            record: crate::ingest::spec::Record::Main,
             audio: false,
-            transport: crate::config::Transport::Tcp,
+            transport: crate::ingest::spec::Transport::Tcp,
             address: None,
             onvif: None,
             added_ms: 0,
@@ -535,7 +536,7 @@ mod tests {
         );
         assert_eq!(id_from_name(Some("日本"), "cam-abc"), "cam-abc");
         assert_eq!(id_from_name(None, "x"), "camera");
-        assert!(crate::config::valid_camera_id(&id_from_name(
+        assert!(crate::ingest::spec::valid_camera_id(&id_from_name(
             Some(&"x".repeat(80)),
             "f"
         )));

@@ -19,7 +19,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::config::{CameraSpec, Credentials, Record, Secret, Transport};
+use crate::ingest::spec::{CameraSpec, Credentials, Record, Transport};
+use crate::secret::Secret;
 
 /// Name of the sled tree.
 pub const TREE: &str = "cameras";
@@ -117,7 +118,7 @@ impl StoredCamera {
     pub fn to_spec(&self) -> Result<CameraSpec, Vec<String>> {
         let mut problems = Vec::new();
         let who = format!("camera {:?}", self.id);
-        if !crate::config::valid_camera_id(&self.id) {
+        if !crate::ingest::spec::valid_camera_id(&self.id) {
             problems.push(format!(
                 "{who}: id must be 1-32 characters of A-Z, a-z, 0-9, '_' or '-'"
             ));
@@ -125,11 +126,10 @@ impl StoredCamera {
         if self.name.trim().is_empty() || self.name.chars().count() > 64 {
             problems.push(format!("{who}: name must be 1-64 characters"));
         }
-        let url = crate::config::check_rtsp_url(&who, "url", &self.url, &mut problems);
-        let sub = self
-            .substream_url
-            .as_deref()
-            .and_then(|u| crate::config::check_rtsp_url(&who, "substream_url", u, &mut problems));
+        let url = crate::ingest::spec::check_rtsp_url(&who, "url", &self.url, &mut problems);
+        let sub = self.substream_url.as_deref().and_then(|u| {
+            crate::ingest::spec::check_rtsp_url(&who, "substream_url", u, &mut problems)
+        });
         if self.record == Record::Sub && self.substream_url.is_none() {
             problems.push(format!("{who}: record = \"sub\" needs a substream_url"));
         }

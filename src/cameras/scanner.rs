@@ -25,11 +25,11 @@ use tracing::{debug, info, warn};
 use super::moves::{self, MoveDecision, SerialCheck, Subnet};
 use super::registry::{PendingMove, StoredCamera};
 use super::{url_ip, CameraSet, Source};
+use crate::clock::now_ms;
 use crate::config::DiscoverySettings;
-use crate::daemon::Shutdown;
 use crate::discovery::onvif::{self, DeviceReport, OnvifError};
 use crate::discovery::{self, DiscoveredCamera};
-use crate::ingest::now_ms;
+use crate::shutdown::Shutdown;
 
 /// Least time between the end of one run and the start of the next.
 pub const MIN_GAP: Duration = Duration::from_secs(5);
@@ -310,7 +310,7 @@ pub async fn repoint_to(
     let password = stored
         .password
         .clone()
-        .unwrap_or_else(|| crate::config::Secret::new(""));
+        .unwrap_or_else(|| crate::secret::Secret::new(""));
     let (report, device_url) = tokio::task::spawn_blocking(move || {
         onvif::probe_first(&device_urls, address, &username, &password, ONVIF_TIMEOUT)
     })
@@ -333,8 +333,8 @@ pub fn apply_report(
         stored.url = u.to_string();
     }
     stored.substream_url = report.sub().map(|u| u.to_string());
-    if stored.substream_url.is_none() && stored.record == crate::config::Record::Sub {
-        stored.record = crate::config::Record::Main;
+    if stored.substream_url.is_none() && stored.record == crate::ingest::spec::Record::Sub {
+        stored.record = crate::ingest::spec::Record::Main;
     }
     stored.address = Some(address);
     if let Some(o) = stored.onvif.as_mut() {
@@ -352,7 +352,7 @@ pub fn apply_report(
 pub async fn probe_discovered(
     d: &DiscoveredCamera,
     username: &str,
-    password: &crate::config::Secret,
+    password: &crate::secret::Secret,
 ) -> Result<(DeviceReport, String), OnvifError> {
     let urls = d.device_urls();
     let addr = d.address;

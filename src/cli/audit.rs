@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::client::{q, Client};
-use super::fmt_ms;
+use crate::clock::fmt_ms;
 
 /// Arguments of `porchlight audit`.
 #[derive(clap::Args, Debug)]

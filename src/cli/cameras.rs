@@ -12,8 +12,8 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::client::{q, Client};
-use super::fmt_ms;
-use crate::units::ByteSize;
+use crate::clock::fmt_ms;
+use crate::protocol::units::ByteSize;
 
 /// Arguments of `porchlight cameras`.
 #[derive(clap::Args, Debug)]

@@ -23,7 +23,7 @@ impl Client {
     /// Reads the configuration and token.
     pub fn from_config(config: Option<&Path>) -> anyhow::Result<Client> {
         let cfg = Config::load_or_default(config)?;
-        let token_path = crate::daemon::token_path(&cfg.data_dir);
+        let token_path = crate::api::token_path(&cfg.data_dir);
         let token = std::fs::read_to_string(&token_path).with_context(|| {
             format!(
                 "cannot read the API token {} — is the daemon running with this --config, \

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::client::{q, Client};
 use crate::consent::{CameraRules, Hours, Mode};
-use crate::units::Dur;
+use crate::protocol::units::Dur;
 
 /// Arguments of `porchlight consent`.
 #[derive(clap::Args, Debug)]

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::discovery::onvif;
 use crate::discovery::{self, DiscoverOptions, DiscoveredCamera};
-use crate::units::Dur;
+use crate::protocol::units::Dur;
+use crate::secret::Secret;
 
 /// Arguments of `porchlight discover`.
 #[derive(clap::Args, Debug)]
@@ -290,8 +291,8 @@ mod tests {
         );
         assert_eq!(suggest_id(&cam(Some("日本"))), "cam-abcdef012345");
         assert_eq!(suggest_id(&cam(None)), "camera");
-        assert!(crate::config::valid_camera_id(&suggest_id(&cam(Some(
-            &"x".repeat(80)
-        )))));
+        assert!(crate::ingest::spec::valid_camera_id(&suggest_id(&cam(
+            Some(&"x".repeat(80))
+        ))));
     }
 }

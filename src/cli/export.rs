@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use super::client::{q, Client};
-use super::fmt_ms;
+use crate::clock::fmt_ms;
 use crate::export::ExportPlan;
-use crate::units::{ByteSize, Dur};
+use crate::protocol::units::{ByteSize, Dur};
 
 /// Arguments of `porchlight export`.
 #[derive(clap::Args, Debug)]

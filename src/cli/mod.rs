@@ -77,7 +77,7 @@ pub enum Command {
 }
 
 /// Sets up logging to stderr: capitalised messages with fields; never secrets (secrets are
-/// typed [`crate::config::Secret`] and print as `<redacted>`).
+/// typed [`crate::secret::Secret`] and print as `<redacted>`).
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "info",
@@ -115,11 +115,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unpair(args) => pair::unpair(config, args),
         Command::Selftest(args) => selftest::run(args),
     }
-}
-
-/// Formats UTC milliseconds as RFC 3339 (seconds precision), or `-`.
-pub fn fmt_ms(ms: Option<i64>) -> String {
-    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| "-".to_owned())
 }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::client::Client;
-use super::fmt_ms;
+use crate::clock::fmt_ms;
 
 /// Arguments of `porchlight pair`.
 #[derive(clap::Args, Debug)]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::client::{q, Client};
-use super::fmt_ms;
+use crate::clock::fmt_ms;
 
 /// Arguments of `porchlight requests`.
 #[derive(clap::Args, Debug)]

@@ -212,7 +212,10 @@ mod tests {
             requester: Some("selftest".into()),
             emergency: false,
         };
-        assert_eq!(request::sign_request(&claims, &key), SIGNED_REQUEST);
+        assert_eq!(
+            crate::protocol::request::sign_request(&claims, &key),
+            SIGNED_REQUEST
+        );
     }
 
     #[test]

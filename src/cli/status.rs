@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::client::Client;
-use super::fmt_ms;
 use crate::api::StatusResponse;
-use crate::units::{ByteSize, Dur};
+use crate::clock::fmt_ms;
+use crate::protocol::units::{ByteSize, Dur};
 
 /// Arguments of `porchlight status`.
 #[derive(clap::Args, Debug)]

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::client::Client;
-use super::fmt_ms;
-use crate::units::ByteSize;
+use crate::clock::fmt_ms;
+use crate::protocol::units::ByteSize;
 use crate::uplink::{LinkState, LinkStatus};
 
 /// Arguments of `porchlight uplink`.
@@ -48,7 +48,7 @@ pub fn render(s: &LinkStatus) -> String {
     match &s.last_error {
         Some(e) => out.push_str(&format!(
             "last error:  {e} [{}] at {}\n",
-            s.last_error_kind.as_deref().unwrap_or("other"),
+            s.last_error_kind.map_or("other", |k| k.as_str()),
             fmt_ms(s.last_error_ms)
         )),
         None => out.push_str("last error:  none\n"),

@@ -37,7 +37,7 @@ use tracing::debug;
 use url::Url;
 
 use super::xml::{Doc, Elem, Limits, XmlError};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// SOAP 1.2 envelope.
 pub const NS_SOAP: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -563,20 +563,20 @@ pub fn checked_service_url(
 ) -> Result<Url, OnvifError> {
     let url = Url::parse(raw.trim()).map_err(|e| OnvifError::BadUrl {
         what,
-        url: crate::config::redact_url(raw),
+        url: crate::secret::redact_url(raw),
         reason: e.to_string(),
     })?;
     if url.scheme() != "http" {
         return Err(OnvifError::BadUrl {
             what,
-            url: crate::config::redact_url(raw),
+            url: crate::secret::redact_url(raw),
             reason: "only http:// is supported".into(),
         });
     }
     if !same_host(&url, approved) {
         return Err(OnvifError::OtherHost {
             what,
-            url: crate::config::redact_url(raw),
+            url: crate::secret::redact_url(raw),
             approved,
         });
     }
@@ -589,13 +589,13 @@ pub fn checked_stream_uri(raw: &str, approved: IpAddr) -> Result<Url, OnvifError
     let what = "stream URI";
     let mut url = Url::parse(raw.trim()).map_err(|e| OnvifError::BadUrl {
         what,
-        url: crate::config::redact_url(raw),
+        url: crate::secret::redact_url(raw),
         reason: e.to_string(),
     })?;
     if !matches!(url.scheme(), "rtsp" | "rtsps") {
         return Err(OnvifError::BadUrl {
             what,
-            url: crate::config::redact_url(raw),
+            url: crate::secret::redact_url(raw),
             reason: "not rtsp://".into(),
         });
     }

@@ -13,11 +13,11 @@
 //! bounded queue: a disk slower than the camera costs segments (counted in the camera's
 //! health), never the RTSP session.
 
-pub mod backoff;
 pub mod duration;
 pub mod health;
 pub mod live;
 pub mod session;
+pub mod spec;
 pub mod writer;
 
 use std::sync::Arc;
@@ -27,10 +27,12 @@ use tracing::{info, warn};
 
 use url::Url;
 
-use crate::config::{CameraSpec, IngestConfig, Record};
-use crate::daemon::Shutdown;
+use crate::backoff::Backoff;
+use crate::clock::now_ms;
+use crate::config::IngestConfig;
+use crate::ingest::spec::{CameraSpec, Record};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
-use backoff::Backoff;
 use health::Health;
 use live::LiveFeed;
 
@@ -181,7 +183,7 @@ impl CameraWorker {
                 backoff.reset();
             }
             let delay = backoff.next_delay(fastrand::f64());
-            let url = crate::config::redact_url(url.as_str());
+            let url = crate::secret::redact_url(url.as_str());
             match &result {
                 Ok(()) => {}
                 Err(IngestError::Rtsp { reason, detail }) => {
@@ -203,9 +205,4 @@ impl CameraWorker {
             }
         }
     }
-}
-
-/// Now as UTC milliseconds.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }

@@ -25,10 +25,12 @@ use super::duration::DurationFiller;
 use super::health::Health;
 use super::live::LiveFeed;
 use super::writer::SegmentWriter;
-use super::{now_ms, IngestError};
-use crate::config::{self, CameraSpec, IngestConfig};
-use crate::daemon::Shutdown;
+use super::IngestError;
+use crate::clock::now_ms;
+use crate::config::IngestConfig;
+use crate::ingest::spec::{self, CameraSpec};
 use crate::media::{Frame, StreamInfo, TrackInfo, TrackKind};
+use crate::shutdown::Shutdown;
 
 /// Runs one session. `Ok(())` means shutdown was requested; the stream ending is an error.
 pub async fn run_once(
@@ -67,8 +69,8 @@ pub async fn run_once(
             None
         };
         let transport = match spec.transport {
-            config::Transport::Tcp => Transport::default(),
-            config::Transport::Udp => "udp".parse().expect("retina knows udp"),
+            spec::Transport::Tcp => Transport::default(),
+            spec::Transport::Udp => "udp".parse().expect("retina knows udp"),
         };
         for i in std::iter::once(video_i).chain(audio_i) {
             session
@@ -96,7 +98,7 @@ pub async fn run_once(
             Err(_) => return Err(IngestError::ConnectTimeout(opts.connect_timeout.0)),
         },
     };
-    info!(camera = %spec.id, url = %config::redact_url(url.as_str()), "Camera session playing");
+    info!(camera = %spec.id, url = %crate::secret::redact_url(url.as_str()), "Camera session playing");
 
     let mut info: Option<Arc<StreamInfo>> = None;
     let mut audio_track: Option<TrackInfo> = None;

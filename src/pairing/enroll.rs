@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::identity::{IdentityError, IdentityFiles, IdentityInfo};
-use super::protocol::{self, CsrMessage, PairErrorCode, PairResult};
+use crate::protocol::pairing::{self as protocol, CsrMessage, PairErrorCode, PairResult};
 
 /// Why pairing (or renewal) did not work, in words a resident understands.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +145,7 @@ pub fn csr_message(csr_pem: String) -> Vec<u8> {
         v: protocol::VERSION,
         csr: csr_pem,
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        ts: crate::uplink::now_ms(),
+        ts: crate::clock::now_ms(),
     })
     .expect("CSR message serialises")
 }
@@ -184,7 +184,7 @@ fn classify(e: &ConnectionError, broker: &str) -> PairError {
                 },
                 other => PairError::Unreachable {
                     broker: broker.to_owned(),
-                    message: crate::uplink::tls::plain_tls(other),
+                    message: crate::protocol::tls::plain_tls(other),
                 },
             };
         }
@@ -235,8 +235,8 @@ fn classify(e: &ConnectionError, broker: &str) -> PairError {
 pub async fn exchange(e: &Enrollment, csr_json: Vec<u8>) -> Result<PairResult, PairError> {
     let broker = format!("{}:{}", e.host, e.port);
     let tls = server_only_tls(&e.ca_pem)?;
-    let csr_topic = protocol::pair_csr_topic(&e.topic_root, &e.code);
-    let result_topic = protocol::pair_result_topic(&e.topic_root, &e.code);
+    let csr_topic = crate::protocol::topics::pair_csr(&e.topic_root, &e.code);
+    let result_topic = crate::protocol::topics::pair_result(&e.topic_root, &e.code);
     let mut o = MqttOptions::new(e.code.clone(), e.host.clone(), e.port);
     o.set_credentials(e.username.clone(), e.password.clone())
         .set_keep_alive(Duration::from_secs(30))
@@ -324,7 +324,7 @@ pub fn accept(
     }
     let bad = |m: &str| PairError::BadAnswer(m.to_owned());
     let gw = result.gateway_id.ok_or_else(|| bad("no gateway id"))?;
-    if !crate::uplink::tls::valid_gateway_id(&gw) {
+    if !crate::protocol::tls::valid_gateway_id(&gw) {
         return Err(bad("the gateway id is not usable as a topic level"));
     }
     if let Some(expect) = expect_gw {
@@ -339,7 +339,7 @@ pub fn accept(
     let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| PairError::BadAnswer(format!("certificate is not PEM: {e}")))?;
     let (cn, not_before, not_after) =
-        crate::uplink::tls::certificate_identity(&cert).map_err(PairError::BadAnswer)?;
+        crate::protocol::tls::certificate_identity(&cert).map_err(PairError::BadAnswer)?;
     if cn != gw {
         return Err(PairError::BadAnswer(format!(
             "the certificate names {cn}, the answer {gw}"
@@ -381,13 +381,13 @@ pub fn accept(
     }
     let broker = match &result.broker {
         Some(b) => {
-            let (h, p) = crate::config::parse_broker("the broker in the answer", b)
+            let (h, p) = crate::uplink::parse_broker("the broker in the answer", b)
                 .map_err(PairError::BadAnswer)?;
             format!("mqtts://{h}:{p}")
         }
         None => format!("mqtts://{}:{}", default_broker.0, default_broker.1),
     };
-    let now = crate::uplink::now_ms();
+    let now = crate::clock::now_ms();
     Ok((
         IdentityFiles {
             key_pem: key.serialize_pem(),

@@ -179,7 +179,7 @@ pub fn install(
 ) -> Result<Identity, IdentityError> {
     let root = root(data_dir);
     mkdir(&root)?;
-    let name = format!("gen-{}", crate::uplink::now_ms());
+    let name = format!("gen-{}", crate::clock::now_ms());
     let gen = root.join(&name);
     mkdir(&gen)?;
     write_file(&gen.join("key.pem"), files.key_pem.as_bytes(), 0o600)?;
@@ -235,7 +235,7 @@ pub fn remove(data_dir: &Path) -> Result<(), IdentityError> {
     if !root.exists() {
         return Ok(());
     }
-    let gone = data_dir.join(format!("identity.removed-{}", crate::uplink::now_ms()));
+    let gone = data_dir.join(format!("identity.removed-{}", crate::clock::now_ms()));
     std::fs::rename(&root, &gone).map_err(io(&root))?;
     sync_dir(data_dir)?;
     std::fs::remove_dir_all(&gone).map_err(io(&gone))?;

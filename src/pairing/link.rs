@@ -16,13 +16,13 @@ use tracing::{info, warn, Instrument};
 
 use super::enroll::{self, Enrollment, PairError};
 use super::identity::{self, Identity};
-use super::protocol::{self, PairResult};
 use crate::audit::{Actor, AuditKind, NewEntry};
 use crate::config::PairingConfig;
-use crate::daemon::{Shutdown, ShutdownTrigger};
+use crate::protocol::messages::EventKind;
+use crate::protocol::pairing::{self as protocol, PairResult};
 use crate::sharing::{Sharing, SharingLink};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::Store;
-use crate::uplink::messages::EventKind;
 use crate::uplink::outbox::Record;
 use crate::uplink::{HealthSource, Uplink, UplinkHandle, UplinkSettings};
 
@@ -187,7 +187,7 @@ impl CityLink {
     }
 
     fn settings_for(&self, id: &Identity) -> anyhow::Result<UplinkSettings> {
-        let (host, port) = crate::config::parse_broker("identity broker", &id.info.broker)
+        let (host, port) = crate::uplink::parse_broker("identity broker", &id.info.broker)
             .map_err(anyhow::Error::msg)?;
         let mut s = self.tunables.clone();
         s.host = host;
@@ -345,7 +345,7 @@ impl CityLink {
                 };
                 *running = Some(r);
                 if let Err(e) = self.sharing.append_audit(
-                    NewEntry::new(crate::uplink::now_ms(), AuditKind::Pairing, Actor::Resident)
+                    NewEntry::new(crate::clock::now_ms(), AuditKind::Pairing, Actor::Resident)
                         .detail(serde_json::json!({"action": "paired", "gateway_id": gw, "broker": id.info.broker, "not_after": id.info.not_after})),
                 ) {
                     warn!(error = %e, "Audit of the pairing failed");
@@ -385,7 +385,7 @@ impl CityLink {
                 )
             })?;
         let (host, port) =
-            crate::config::parse_broker("the pairing broker", &broker).map_err(PairError::Setup)?;
+            crate::uplink::parse_broker("the pairing broker", &broker).map_err(PairError::Setup)?;
         let ca_pem = match ca_pem {
             Some(p) => p,
             None => {
@@ -454,7 +454,7 @@ impl CityLink {
         let gw = r.handle.gateway_id().to_owned();
         // Audited while the link still runs, so the center sees it too.
         if let Err(e) = self.sharing.append_audit(
-            NewEntry::new(crate::uplink::now_ms(), AuditKind::Pairing, Actor::Resident)
+            NewEntry::new(crate::clock::now_ms(), AuditKind::Pairing, Actor::Resident)
                 .detail(serde_json::json!({"action": "unpaired", "gateway_id": gw})),
         ) {
             warn!(error = %e, "Audit of the unpairing failed");
@@ -502,7 +502,7 @@ impl CityLink {
                 Some(n) => n,
                 None => continue,
             };
-            let left_ms = not_after - crate::uplink::now_ms();
+            let left_ms = not_after - crate::clock::now_ms();
             if left_ms > self.pairing.renew_before.0.as_millis() as i64 {
                 continue;
             }
@@ -556,7 +556,7 @@ impl CityLink {
         let answer: PairResult = serde_json::from_slice(&raw)
             .map_err(|e| PairError::BadAnswer(format!("not a pairing result: {e}")))?;
         let current = identity::load(&self.data_dir)?.ok_or(PairError::NotPaired)?;
-        let (host, port) = crate::config::parse_broker("identity broker", &current.info.broker)
+        let (host, port) = crate::uplink::parse_broker("identity broker", &current.info.broker)
             .map_err(PairError::BadAnswer)?;
         let (files, mut info) = enroll::accept(
             answer,
@@ -590,7 +590,7 @@ impl CityLink {
             s.last_error = None;
         });
         if let Err(e) = self.sharing.append_audit(
-            NewEntry::new(crate::uplink::now_ms(), AuditKind::Pairing, Actor::Gateway).detail(
+            NewEntry::new(crate::clock::now_ms(), AuditKind::Pairing, Actor::Gateway).detail(
                 serde_json::json!({"action": "renewed", "gateway_id": gw, "not_after": na}),
             ),
         ) {

@@ -13,4 +13,3 @@
 pub mod enroll;
 pub mod identity;
 pub mod link;
-pub mod protocol;

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch};
 use crate::ingest::live::{LiveEvent, LiveFeed};
 use crate::media::live::LiveFragmenter;
 use crate::media::{Frame, StreamInfo, TrackKind};
-use crate::uplink::framing::{self, Kind};
+use crate::protocol::framing::{self, Kind};
 use crate::uplink::{LiveRefused, UplinkHandle};
 
 /// Why a live feed ended (the `reason` of its end message).
@@ -159,7 +159,7 @@ async fn stream(
             }
         }
     };
-    if let Err(r) = gate(crate::ingest::now_ms()) {
+    if let Err(r) = gate(crate::clock::now_ms()) {
         return r;
     }
     let mut fragmenter = LiveFragmenter::new(&info);
@@ -220,7 +220,7 @@ impl Publisher<'_> {
         frame: &Frame,
         gate: &impl Fn(i64) -> Result<(), EndReason>,
     ) -> Option<EndReason> {
-        if let Err(r) = gate(crate::ingest::now_ms()) {
+        if let Err(r) = gate(crate::clock::now_ms()) {
             return Some(r);
         }
         let key = frame.track == TrackKind::Video && frame.is_key;

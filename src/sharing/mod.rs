@@ -6,8 +6,7 @@
 //! replay, camera, fields) before anything is decided.
 
 pub mod live;
-pub mod manifest;
 pub mod request;
 pub mod service;
 
-pub use service::{Reply, Sharing, SharingError, SharingLink, SharingOptions};
+pub use service::{Sharing, SharingError, SharingLink, SharingOptions};

@@ -54,17 +54,14 @@
 
 use std::borrow::Cow;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use ed25519_dalek::pkcs8::DecodePublicKey;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::config::valid_camera_id;
 use crate::consent;
-
-/// Largest request accepted, bytes; larger ones are `too_large` before any parsing.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+use crate::protocol::ids::{valid_camera_id, valid_jti};
+pub use crate::protocol::request::{
+    parse_compact, peek_jti, Claims, Compact, JwsError, RequestKind, MAX_REQUEST_BYTES,
+};
 
 /// Name of the sled tree of seen `jti`s.
 pub const REPLAY_TREE: &str = "sharing.seen_jti";
@@ -73,60 +70,6 @@ const MAX_REASON_BYTES: usize = 512;
 const MAX_SHORT_BYTES: usize = 128;
 /// 9999-12-31T23:59:59Z: clip times beyond it are malformed (and their ms fit in i64).
 const MAX_TIME_S: i64 = 253_402_300_799;
-
-/// What a request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestKind {
-    /// A live feed.
-    Live,
-    /// A clip of buffered video.
-    Clip,
-    /// Cancel the center's own earlier request (`target`).
-    Cancel,
-}
-
-/// The claims of a request, as the center signs them ([`sign_request`]). Absent options are
-/// left out of the JSON.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Unique id, `[A-Za-z0-9_-]{1,64}`.
-    pub jti: String,
-    /// Issued at, UTC seconds.
-    pub iat: i64,
-    /// Expires at, UTC seconds.
-    pub exp: i64,
-    /// The gateway id it is for.
-    pub gw: String,
-    /// What it asks for.
-    pub kind: RequestKind,
-    /// The camera id.
-    pub camera: String,
-    /// Clip start, UTC seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<i64>,
-    /// Clip end (exclusive), UTC seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<i64>,
-    /// Live duration, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_s: Option<u64>,
-    /// For `cancel`: the `jti` of the request to end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// Why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Case number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub case: Option<String>,
-    /// Who asks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requester: Option<String>,
-    /// An emergency.
-    #[serde(default)]
-    pub emergency: bool,
-}
 
 /// The claims as read: everything optional so a missing claim gets its own message. serde's
 /// derive refuses a repeated key; unknown keys are ignored.
@@ -146,11 +89,6 @@ struct RawClaims {
     case: Option<String>,
     requester: Option<String>,
     emergency: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
 }
 
 /// What a valid request asks for.
@@ -288,6 +226,23 @@ pub enum RequestError {
     Key(String),
 }
 
+impl From<JwsError> for RequestError {
+    fn from(e: JwsError) -> RequestError {
+        match e {
+            JwsError::TooLarge { len, max } => RequestError::TooLarge { len, max },
+            JwsError::Malformed(what) => RequestError::Malformed(what),
+            JwsError::UnsupportedAlg => RequestError::UnsupportedAlg,
+            JwsError::BadSignature => RequestError::BadSignature,
+            JwsError::Key(e) => RequestError::Key(format!("not an Ed25519 public key in PEM: {e}")),
+        }
+    }
+}
+
+/// Reads the center's Ed25519 public key from PEM (SPKI, as `openssl pkey -pubout` writes it).
+pub fn public_key_from_pem(pem: &str) -> Result<VerifyingKey, RequestError> {
+    Ok(crate::protocol::request::public_key_from_pem(pem)?)
+}
+
 impl RequestError {
     /// The short reason for the `rejected` reply and the audit entry.
     pub fn reason(&self) -> Cow<'static, str> {
@@ -329,93 +284,6 @@ impl Default for VerifyOptions {
             reject_issued_before: None,
         }
     }
-}
-
-/// Reads the center's Ed25519 public key from PEM (SPKI, `-----BEGIN PUBLIC KEY-----`, as
-/// `openssl pkey -pubout` writes it).
-pub fn public_key_from_pem(pem: &str) -> Result<VerifyingKey, RequestError> {
-    VerifyingKey::from_public_key_pem(pem.trim())
-        .map_err(|e| RequestError::Key(format!("not an Ed25519 public key in PEM: {e}")))
-}
-
-/// The three decoded parts of a JWS compact serialization, signature not yet checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Compact<'a> {
-    /// `header "." payload`, the signed bytes.
-    pub signing_input: &'a [u8],
-    /// The decoded payload (claims JSON).
-    pub payload: Vec<u8>,
-    /// The signature.
-    pub signature: [u8; 64],
-}
-
-fn b64(part: &[u8], what: &'static str) -> Result<Vec<u8>, RequestError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| RequestError::Malformed(what))
-}
-
-/// Splits and decodes a JWS compact serialization and checks its header (`alg` = `EdDSA`).
-/// Does not check the signature or the claims: the entry point for fuzzing.
-pub fn parse_compact(token: &[u8], max_bytes: usize) -> Result<Compact<'_>, RequestError> {
-    if token.len() > max_bytes {
-        return Err(RequestError::TooLarge {
-            len: token.len(),
-            max: max_bytes,
-        });
-    }
-    let end = token
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    let token = &token[..end];
-    if !token
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(RequestError::Malformed(
-            "not base64url JWS compact serialization",
-        ));
-    }
-    let mut parts = token.split(|&b| b == b'.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(RequestError::Malformed("JWS must have three parts"));
-    };
-    let header = b64(h, "header base64")?;
-    let header: Header =
-        serde_json::from_slice(&header).map_err(|_| RequestError::Malformed("header json"))?;
-    if header.alg != "EdDSA" {
-        return Err(RequestError::UnsupportedAlg);
-    }
-    let sig = b64(s, "signature base64")?;
-    let signature: [u8; 64] = sig.try_into().map_err(|_| RequestError::BadSignature)?;
-    let payload = b64(p, "payload base64")?;
-    Ok(Compact {
-        signing_input: &token[..h.len() + 1 + p.len()],
-        payload,
-        signature,
-    })
-}
-
-/// The `jti` of a request if its payload holds a well-formed one, **without** verifying
-/// anything: only to address the `rejected` reply.
-pub fn peek_jti(token: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct J {
-        jti: String,
-    }
-    let c = parse_compact(token, MAX_REQUEST_BYTES).ok()?;
-    let j: J = serde_json::from_slice(&c.payload).ok()?;
-    valid_jti(&j.jti).then_some(j.jti)
-}
-
-/// Whether `s` is a valid `jti`: `[A-Za-z0-9_-]{1,64}`.
-pub fn valid_jti(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn text(
@@ -609,24 +477,6 @@ impl RequestVerifier {
             emergency: raw.emergency.unwrap_or(false),
         })
     }
-}
-
-/// Signs claims as the center does: header `{"alg":"EdDSA","typ":"JWT"}`, base64url without
-/// padding. For the reference center CLI and tests.
-pub fn sign_request(claims: &Claims, key: &SigningKey) -> String {
-    let payload = serde_json::to_vec(claims).expect("claims serialise");
-    sign_raw(br#"{"alg":"EdDSA","typ":"JWT"}"#, &payload, key)
-}
-
-/// Signs arbitrary header and payload bytes (tests build hostile requests with it).
-pub fn sign_raw(header: &[u8], payload: &[u8], key: &SigningKey) -> String {
-    let mut out = URL_SAFE_NO_PAD.encode(header);
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(payload));
-    let sig = key.sign(out.as_bytes());
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(sig.to_bytes()));
-    out
 }
 
 /// Remembers accepted `jti`s until their `exp`, in a sled tree (key `jti`, value `exp` as

@@ -25,16 +25,16 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::live::{self, EndReason as LiveEnd};
-use super::manifest::Manifest;
 use super::request::{ReplayGuard, RequestBody, RequestVerifier};
 use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
+use crate::clock::now_ms;
 use crate::consent::{
     self, CameraRules, Cancelled, Engine, EngineOptions, EngineState, Event, Kind, Now, Refusal,
     Verdict,
 };
-use crate::ingest::now_ms;
+use crate::protocol::framing;
+use crate::protocol::manifest::Manifest;
 use crate::store::Store;
-use crate::uplink::framing;
 use crate::uplink::outbox::{Payload, Record};
 use crate::uplink::UplinkHandle;
 use std::path::PathBuf;
@@ -333,7 +333,7 @@ impl Sharing {
 
     /// Takes requests from the current uplink's inbox until shutdown, following attach and
     /// detach.
-    pub async fn run_intake(self: Arc<Self>, shutdown: crate::daemon::Shutdown) {
+    pub async fn run_intake(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut generation = self.link_generation.subscribe();
         loop {
             generation.mark_unchanged();

@@ -188,11 +188,6 @@ pub(super) fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Now, in UTC milliseconds since 1970.
-pub(super) fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -590,7 +590,7 @@ impl Store {
             });
         }
         let id = InitId::of(bytes);
-        let now = files::now_ms();
+        let now = crate::clock::now_ms();
         let mut st = self.lock_state();
         let path = self
             .segments_dir
@@ -799,7 +799,7 @@ impl Store {
                 .entry(camera.to_owned())
                 .or_default()
                 .add_segment(&meta);
-            self.count_written(len, files::now_ms());
+            self.count_written(len, crate::clock::now_ms());
         }
 
         // 4. Make the entry durable. Only now is the segment acknowledged.
@@ -1112,7 +1112,7 @@ impl Store {
             init_bytes,
             oldest_ms: cameras.values().map(|c| c.first_ms).min(),
             cameras,
-            written_today_bytes: counter(&index::day_key(index::utc_day(files::now_ms()))),
+            written_today_bytes: counter(&index::day_key(index::utc_day(crate::clock::now_ms()))),
             written_total_bytes: counter(index::total_key()),
         }
     }

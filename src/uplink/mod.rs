@@ -26,12 +26,9 @@
 //! `drain_timeout`, and disconnects. The handle queues events ([`UplinkHandle::event`], which
 //! blocks for a sled flush) and reports the link ([`UplinkHandle::status`]).
 
-pub mod framing;
 pub mod inbox;
-pub mod messages;
 mod mqtt;
 pub mod outbox;
-pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -39,7 +36,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use messages::{Event, EventKind, HealthReport, Topics};
+use crate::clock::now_ms;
+
+use crate::protocol::messages::{Event, EventKind, HealthReport};
+use crate::protocol::tls;
+use crate::protocol::topics::Topics;
 use outbox::{Outbox, OutboxError, Record, WhenFull};
 
 /// Largest number of outbox messages sent and not yet acknowledged on one connection.
@@ -184,10 +185,8 @@ pub struct LinkStatus {
     pub since_ms: Option<i64>,
     /// Last failure in plain words.
     pub last_error: Option<String>,
-    /// Its category: `ca_mismatch`, `certificate_expired`, `certificate_refused`, `acl`,
-    /// `not_authorized`, `dns`, `timeout`, `connection_refused`, `connection_lost`,
-    /// `too_large`, `other`.
-    pub last_error_kind: Option<String>,
+    /// Its category.
+    pub last_error_kind: Option<LinkErrorKind>,
     /// When, UTC ms.
     pub last_error_ms: Option<i64>,
     /// Successful connections since start.
@@ -231,13 +230,99 @@ impl LinkStatus {
     }
 }
 
+/// What kind of failure ended or refused a connection; the word in `porchlight uplink` and the
+/// API's `last_error_kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkErrorKind {
+    /// The broker's certificate does not chain to the configured city CA.
+    CaMismatch,
+    /// The box's certificate is expired or not yet valid.
+    CertificateExpired,
+    /// The broker refused the box's certificate (a TLS alert).
+    CertificateRefused,
+    /// The box's TLS material cannot be loaded.
+    Certificate,
+    /// Another TLS failure.
+    Tls,
+    /// The broker's ACL refused a subscription.
+    Acl,
+    /// The broker refused the CONNECT (identity, client id).
+    NotAuthorized,
+    /// The broker's name does not resolve.
+    Dns,
+    /// No answer in time.
+    Timeout,
+    /// Nothing listens at the broker's address.
+    ConnectionRefused,
+    /// The broker closed the connection.
+    ConnectionLost,
+    /// A message is larger than the broker's packet limit.
+    TooLarge,
+    /// Anything else.
+    Other,
+}
+
+impl LinkErrorKind {
+    /// The word, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkErrorKind::CaMismatch => "ca_mismatch",
+            LinkErrorKind::CertificateExpired => "certificate_expired",
+            LinkErrorKind::CertificateRefused => "certificate_refused",
+            LinkErrorKind::Certificate => "certificate",
+            LinkErrorKind::Tls => "tls",
+            LinkErrorKind::Acl => "acl",
+            LinkErrorKind::NotAuthorized => "not_authorized",
+            LinkErrorKind::Dns => "dns",
+            LinkErrorKind::Timeout => "timeout",
+            LinkErrorKind::ConnectionRefused => "connection_refused",
+            LinkErrorKind::ConnectionLost => "connection_lost",
+            LinkErrorKind::TooLarge => "too_large",
+            LinkErrorKind::Other => "other",
+        }
+    }
+}
+
 /// A connection failure in plain words with its category.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkError {
-    /// Category (see [`LinkStatus::last_error_kind`]).
-    pub kind: &'static str,
+    /// Category.
+    pub kind: LinkErrorKind,
     /// Plain words.
     pub message: String,
+}
+
+/// Parses an `mqtts://host[:port]` broker address (port 8883 by default) into host and port;
+/// `key` names the setting in the error.
+pub fn parse_broker(key: &str, broker: &str) -> Result<(String, u16), String> {
+    let url = url::Url::parse(broker).map_err(|e| {
+        format!(
+            "{key} {:?} is not a URL: {e}",
+            crate::secret::redact_url(broker)
+        )
+    })?;
+    if url.scheme() != "mqtts" {
+        return Err(format!(
+            "{key} must start with mqtts:// (TLS); {}:// is refused: the city link is never plaintext",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{key} must not carry credentials: the box authenticates with its certificate"
+        ));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(format!("{key} takes only mqtts://host[:port]"));
+    }
+    match url.host_str().filter(|h| !h.is_empty()) {
+        None => Err(format!("{key} has no host")),
+        Some(h) => {
+            let h = h.trim_start_matches('[').trim_end_matches(']').to_owned();
+            Ok((h, url.port().unwrap_or(8883)))
+        }
+    }
 }
 
 /// Supplies the daemon's part of each heartbeat (cameras, storage, audit anchor).
@@ -471,7 +556,7 @@ impl UplinkHandle {
             broker: Some(self.shared.broker.clone()),
             since_ms: l.since_ms,
             last_error: l.last_error.as_ref().map(|e| e.message.clone()),
-            last_error_kind: l.last_error.as_ref().map(|e| e.kind.to_owned()),
+            last_error_kind: l.last_error.as_ref().map(|e| e.kind),
             last_error_ms: l.last_error_ms,
             connects: l.connects,
             outbox_messages: messages,
@@ -567,11 +652,6 @@ impl Uplink {
             handle,
         ))
     }
-}
-
-/// Wall clock, UTC milliseconds.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 #[cfg(test)]

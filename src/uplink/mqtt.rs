@@ -12,10 +12,13 @@ use rumqttc::{
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::messages::{EventKind, Heartbeat, OutboxReport, Status};
 use super::outbox::{Payload, Submitted};
-use super::{now_ms, publish_packet_size, tls, LinkError, LinkState, Uplink, WINDOW};
-use crate::daemon::Shutdown;
+use super::{publish_packet_size, LinkError, LinkErrorKind as K, LinkState, Uplink, WINDOW};
+use crate::backoff::Backoff;
+use crate::clock::now_ms;
+use crate::protocol::messages::{EventKind, Heartbeat, OutboxReport, Status};
+use crate::protocol::tls;
+use crate::shutdown::Shutdown;
 
 /// Requests rumqttc may hold before the event loop takes them: the outbox window plus status,
 /// subscribe, heartbeats and the disconnect.
@@ -25,13 +28,13 @@ const CHANNEL_CAPACITY: usize = WINDOW + 64;
 /// and heartbeats always fit in what remains.
 const LIVE_CLIENT_QUEUE: usize = CHANNEL_CAPACITY - WINDOW - 16;
 
-/// [`LinkError::kind`] of a connection ended on purpose by [`super::UplinkHandle::reconnect`].
-const RECONNECT: &str = "reconnect";
-
 /// How a connection ended.
 enum Ended {
     /// Shutdown was asked for and handled.
     Shutdown,
+    /// Closed on purpose by [`super::UplinkHandle::reconnect`] (renewed TLS material): a
+    /// normal outcome, not a failure; reconnect at once.
+    Reconnect,
     /// The connection failed; `connected` says whether it got as far as CONNACK.
     Failed { error: LinkError, connected: bool },
 }
@@ -40,34 +43,33 @@ impl Uplink {
     /// Runs until `shutdown`: connects, reconnects with capped jittered backoff (reset after a
     /// successful connection), and on shutdown drains as described in the module doc.
     pub async fn run(self, shutdown: Shutdown) {
-        let mut backoff = self.settings.backoff_initial;
+        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
         loop {
             if shutdown.is_triggered() {
                 break;
             }
             match self.run_once(&shutdown).await {
                 Ended::Shutdown => break,
-                Ended::Failed { error, .. } if error.kind == RECONNECT => {
+                Ended::Reconnect => {
                     self.shared.outbox.with_state(|s| s.on_disconnect());
                     info!("Reconnecting with the renewed certificate");
                     self.shared.set_state(LinkState::Connecting);
-                    backoff = self.settings.backoff_initial;
+                    backoff.reset();
                 }
                 Ended::Failed { error, connected } => {
                     self.shared.outbox.with_state(|s| s.on_disconnect());
-                    warn!(kind = error.kind, error = %error.message, "City link failed");
+                    warn!(kind = error.kind.as_str(), error = %error.message, "City link failed");
                     self.shared.set_error(error);
                     self.shared.set_state(LinkState::Connecting);
                     if connected {
-                        backoff = self.settings.backoff_initial;
+                        backoff.reset();
                     }
-                    let jitter = backoff.mul_f64(fastrand::f64() * 0.25);
+                    let delay = backoff.next_delay(fastrand::f64());
                     tokio::select! {
                         biased;
                         _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(self.settings.backoff_max);
                 }
             }
         }
@@ -114,7 +116,7 @@ impl Uplink {
         };
         if tls.gateway_id != self.shared.gateway_id {
             return failed(LinkError {
-                kind: "other",
+                kind: K::Other,
                 message: format!(
                     "the certificate's CN changed from {} to {} while running; restart the daemon",
                     self.shared.gateway_id, tls.gateway_id
@@ -131,8 +133,8 @@ impl Uplink {
             biased;
             _ = shutdown.wait() => return Ended::Shutdown,
             r = lookup => match r {
-                Err(_) => return failed(LinkError { kind: "dns", message: format!("DNS: no answer for {} within {:?}", s.host, s.connect_timeout) }),
-                Ok(Err(e)) => return failed(LinkError { kind: "dns", message: format!("DNS: cannot resolve {}: {e}", s.host) }),
+                Err(_) => return failed(LinkError { kind: K::Dns, message: format!("DNS: no answer for {} within {:?}", s.host, s.connect_timeout) }),
+                Ok(Err(e)) => return failed(LinkError { kind: K::Dns, message: format!("DNS: cannot resolve {}: {e}", s.host) }),
                 Ok(Ok(_)) => {}
             }
         }
@@ -163,7 +165,7 @@ impl Uplink {
         self.shared.set_state(LinkState::Connected);
         info!(gateway = %self.shared.gateway_id, broker = %self.shared.broker, "City link up");
         match self.connected(shutdown, &client, &mut el).await {
-            Ok(()) => Ended::Shutdown,
+            Ok(ended) => ended,
             Err(error) => Ended::Failed {
                 error,
                 connected: true,
@@ -283,6 +285,7 @@ impl Uplink {
         let hb = Heartbeat::new(
             now_ms(),
             seq,
+            env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs(),
             outbox,
             report,
@@ -319,14 +322,14 @@ impl Uplink {
         shutdown: &Shutdown,
         client: &AsyncClient,
         el: &mut EventLoop,
-    ) -> Result<(), LinkError> {
+    ) -> Result<Ended, LinkError> {
         self.shared.outbox.with_state(|s| s.on_disconnect());
         self.publish_direct(
             client,
             self.shared.topics.status(),
             QoS::AtLeastOnce,
             true,
-            Status::online(now_ms()).to_json(),
+            Status::online(now_ms(), env!("CARGO_PKG_VERSION")).to_json(),
             false,
         );
         let request_topic = self.shared.topics.request();
@@ -366,7 +369,7 @@ impl Uplink {
                         self.shared.topics.status(),
                         QoS::AtLeastOnce,
                         true,
-                        Status::offline(now_ms()).to_json(),
+                        Status::offline(now_ms(), env!("CARGO_PKG_VERSION")).to_json(),
                         true,
                     );
                 }
@@ -410,7 +413,7 @@ impl Uplink {
                             if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
                         {
                             let e = LinkError {
-                                kind: "acl",
+                                kind: K::Acl,
                                 message: format!("refused by ACL: the broker does not let this gateway subscribe to {request_topic}"),
                             };
                             warn!(error = %e.message, "Subscription refused");
@@ -475,13 +478,10 @@ impl Uplink {
         })
         .await;
         if reconnect {
-            return Err(LinkError {
-                kind: RECONNECT,
-                message: "reconnecting with new TLS material".into(),
-            });
+            return Ok(Ended::Reconnect);
         }
         info!("City link closed");
-        Ok(())
+        Ok(Ended::Shutdown)
     }
 }
 
@@ -496,15 +496,15 @@ fn read_range(path: &std::path::Path, offset: u64, len: u64) -> std::io::Result<
 
 fn other(message: String) -> LinkError {
     LinkError {
-        kind: "other",
+        kind: K::Other,
         message,
     }
 }
 
 fn tls_error(e: &tls::TlsError) -> LinkError {
     let kind = match e {
-        tls::TlsError::Expired { .. } | tls::TlsError::NotYetValid { .. } => "certificate_expired",
-        _ => "certificate",
+        tls::TlsError::Expired { .. } | tls::TlsError::NotYetValid { .. } => K::CertificateExpired,
+        _ => K::Certificate,
     };
     LinkError {
         kind,
@@ -543,39 +543,39 @@ fn classify(e: &ConnectionError, s: &super::UplinkSettings, timeout: Duration) -
         let kind = match r {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
             | rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature) => {
-                "ca_mismatch"
+                K::CaMismatch
             }
             rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired) => {
-                "certificate_expired"
+                K::CertificateExpired
             }
-            rustls::Error::AlertReceived(_) => "certificate_refused",
-            _ => "tls",
+            rustls::Error::AlertReceived(_) => K::CertificateRefused,
+            _ => K::Tls,
         };
         return LinkError { kind, message };
     }
     match e {
         ConnectionError::NetworkTimeout => {
             return LinkError {
-                kind: "timeout",
+                kind: K::Timeout,
                 message: format!("timeout: no answer from the broker {broker} within {timeout:?}"),
             }
         }
         ConnectionError::FlushTimeout => {
             return LinkError {
-                kind: "timeout",
+                kind: K::Timeout,
                 message: format!("timeout: sending to the broker {broker} stalled for {timeout:?}"),
             }
         }
         ConnectionError::ConnectionRefused(code) => {
             let (kind, what) = match code {
-                ConnectReturnCode::NotAuthorized => ("not_authorized", "not authorized"),
+                ConnectReturnCode::NotAuthorized => (K::NotAuthorized, "not authorized"),
                 ConnectReturnCode::BadUserNamePassword => (
-                    "not_authorized",
+                    K::NotAuthorized,
                     "bad user name or password (certificate identity)",
                 ),
-                ConnectReturnCode::BadClientId => ("not_authorized", "client id refused"),
-                ConnectReturnCode::ServiceUnavailable => ("other", "service unavailable"),
-                _ => ("other", "refused"),
+                ConnectReturnCode::BadClientId => (K::NotAuthorized, "client id refused"),
+                ConnectReturnCode::ServiceUnavailable => (K::Other, "service unavailable"),
+                _ => (K::Other, "refused"),
             };
             return LinkError {
                 kind,
@@ -585,18 +585,18 @@ fn classify(e: &ConnectionError, s: &super::UplinkSettings, timeout: Duration) -
         _ => {}
     }
     if let Some(io) = find_io(e) {
-        use std::io::ErrorKind as K;
+        use std::io::ErrorKind as Io;
         let (kind, message) = match io.kind() {
-            K::ConnectionRefused => (
-                "connection_refused",
+            Io::ConnectionRefused => (
+                K::ConnectionRefused,
                 format!("connection refused: nothing listens at {broker} (is the broker running?)"),
             ),
-            K::TimedOut => ("timeout", format!("timeout connecting to {broker}")),
-            K::ConnectionReset | K::UnexpectedEof | K::ConnectionAborted | K::BrokenPipe => (
-                "connection_lost",
+            Io::TimedOut => (K::Timeout, format!("timeout connecting to {broker}")),
+            Io::ConnectionReset | Io::UnexpectedEof | Io::ConnectionAborted | Io::BrokenPipe => (
+                K::ConnectionLost,
                 format!("connection lost: the broker {broker} closed the connection ({io})"),
             ),
-            _ => ("other", format!("network error with {broker}: {io}")),
+            _ => (K::Other, format!("network error with {broker}: {io}")),
         };
         return LinkError { kind, message };
     }

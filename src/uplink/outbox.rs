@@ -62,7 +62,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
@@ -73,16 +72,7 @@ pub const META_TREE: &str = "uplink.meta";
 const EVENT_SEQ_KEY: &[u8] = b"event_seq";
 const RECORD_VERSION: u8 = 1;
 
-/// What the outbox does when a new message does not fit under its byte limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Refuse the new message (it is handed back to the caller); keep everything queued.
-    #[default]
-    RejectNew,
-    /// Delete the oldest queued messages until the new one fits.
-    DropOldest,
-}
+pub use crate::protocol::messages::WhenFull;
 
 /// The bytes of a queued message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,10 +20,10 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{ApiError, AppState};
-use crate::daemon::Shutdown;
 use crate::ingest::live::{LiveEvent, LiveFeed};
 use crate::media::live::LiveFragmenter;
 use crate::media::{Frame, StreamInfo, TrackKind};
+use crate::shutdown::Shutdown;
 
 /// Most previews open at once (each costs a subscription and a fragment per frame).
 pub const MAX_PREVIEWS: usize = 8;

@@ -43,7 +43,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::api::AppState;
 use crate::config::WebConfig;
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 use auth::{AuthError, Credentials, LoginLimiter, Sessions, SetupState};
 
 /// Name of the session cookie.

@@ -1,9 +1,13 @@
 //! Valid requests, every rejection, hostile encodings, and a no-panic property.
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::request::{sign_raw, sign_request};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 
 /// A key pair made with `openssl genpkey -algorithm ed25519` (test only).
 const OPENSSL_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
