@@ -54,7 +54,7 @@ impl HealthSource for DaemonHealth {
                     let s = c.health.snapshot();
                     CameraReport {
                         id: s.id,
-                        state: state_word(s.state),
+                        state: s.state.as_str().to_owned(),
                         codec: s.codec,
                         width: s.width,
                         height: s.height,
@@ -65,8 +65,8 @@ impl HealthSource for DaemonHealth {
                         sharing: rules
                             .get(&c.spec.id)
                             .map(|r| SharingModes {
-                                live: mode_word(r.live),
-                                clips: mode_word(r.clips),
+                                live: r.live.as_str().to_owned(),
+                                clips: r.clips.as_str().to_owned(),
                             })
                             .unwrap_or_default(),
                     }
@@ -89,20 +89,6 @@ impl HealthSource for DaemonHealth {
             grants_active: sharing.map_or(0, |s| s.grants_active()),
         }
     }
-}
-
-fn mode_word(m: crate::consent::Mode) -> String {
-    serde_json::to_value(m)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-fn state_word(s: crate::ingest::health::CameraState) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// Watches camera health and storage once a second and queues an event on each change:
@@ -140,7 +126,7 @@ async fn event_watcher(
                 } else {
                     EventKind::CameraDown {
                         camera: s.id,
-                        state: state_word(s.state),
+                        state: s.state.as_str().to_owned(),
                     }
                 });
             }
@@ -182,33 +168,12 @@ async fn event_watcher(
     }
 }
 
-/// Creates the data directory (0700) and a fresh API token (0600).
+/// Creates the data directory (0700) and a fresh API token (0600, written durably).
 fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data_dir)
+    crate::fsutil::create_private_dir(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let mut raw = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .context("cannot read /dev/urandom for the API token")?;
-    let token = hex::encode(raw);
-    let path = crate::api::token_path(data_dir);
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path)?;
+    let token = crate::secret::random_token();
+    crate::fsutil::write_atomic(&crate::api::token_path(data_dir), token.as_bytes(), 0o600)?;
     Ok(token)
 }
 

@@ -52,6 +52,7 @@ pub mod consent;
 pub mod daemon;
 pub mod discovery;
 pub mod export;
+pub mod fsutil;
 pub mod ingest;
 pub mod media;
 pub mod pairing;

@@ -127,11 +127,8 @@ pub struct CameraInfo {
 
 fn info(c: &CameraHandle, usage: &crate::store::Usage) -> CameraInfo {
     let span = usage.cameras.get(&c.spec.id);
-    let mut status = serde_json::to_value(c.health.snapshot()).unwrap_or_default();
-    // The health carries the URL without user info already; strip again, by type of care.
-    if let Some(u) = status.get("url").and_then(|u| u.as_str()) {
-        status["url"] = json!(crate::secret::redact_url(u));
-    }
+    // The health's URL is a RedactedUrl: no credentials can be in it.
+    let status = serde_json::to_value(c.health.snapshot()).unwrap_or_default();
     CameraInfo {
         status,
         record: c.spec.record,

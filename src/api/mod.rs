@@ -216,14 +216,10 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), state.api_token.as_bytes()) {
+    if !crate::secret::constant_time_eq(given.as_bytes(), state.api_token.as_bytes()) {
         return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /api/v1/status`.
@@ -249,8 +245,8 @@ pub struct StatusResponse {
 pub struct CameraSummary {
     /// Id.
     pub id: String,
-    /// State word (`connecting`, `streaming`, `failed`, `stopped`).
-    pub state: String,
+    /// Where its worker is.
+    pub state: crate::ingest::health::CameraState,
     /// Last failure, in plain words.
     pub last_error: Option<String>,
 }
@@ -268,10 +264,7 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
             let s = c.health.snapshot();
             CameraSummary {
                 id: s.id,
-                state: serde_json::to_value(s.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                state: s.state,
                 last_error: s.last_error,
             }
         })
@@ -279,7 +272,7 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
     Ok(Json(StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_s: state.started.elapsed().as_secs(),
-        paired: matches!(state.link.status().state, "paired" | "configured"),
+        paired: state.link.status().state.has_identity(),
         link: state
             .uplink()
             .as_ref()

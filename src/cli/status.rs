@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::client::Client;
 use crate::api::StatusResponse;
 use crate::clock::fmt_ms;
+use crate::ingest::health::CameraState;
 use crate::protocol::units::{ByteSize, Dur};
 
 /// Arguments of `porchlight status`.
@@ -25,7 +26,11 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let s: StatusResponse = client.get("/api/v1/status")?;
-    let streaming = s.cameras.iter().filter(|c| c.state == "streaming").count();
+    let streaming = s
+        .cameras
+        .iter()
+        .filter(|c| c.state == CameraState::Streaming)
+        .count();
     println!(
         "porchlight {}  up {}",
         s.version,
@@ -47,7 +52,9 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
     );
     for c in &s.cameras {
         match &c.last_error {
-            Some(e) if c.state != "streaming" => println!("  {:<16} {:<10} {e}", c.id, c.state),
+            Some(e) if c.state != CameraState::Streaming => {
+                println!("  {:<16} {:<10} {e}", c.id, c.state)
+            }
             _ => println!("  {:<16} {}", c.id, c.state),
         }
     }

@@ -156,20 +156,9 @@ pub fn recv_until(
     }
 }
 
-/// 16 random bytes from the kernel (message ids, nonces).
+/// 16 random bytes from the kernel (message ids, nonces): [`crate::secret::random_bytes`].
 pub fn random_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        // Never expected on Linux ≥ 3.17; fall back to a non-cryptographic source rather than
-        // fail discovery (these bytes make ids unique; the WS-Security nonce adds freshness,
-        // not secrecy).
-        for x in &mut b {
-            *x = fastrand::u8(..);
-        }
-    }
-    b
+    crate::secret::random_bytes::<16>()
 }
 
 /// A random `urn:uuid:` (version 4).

@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a camera's worker is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CameraState {
     /// Opening the RTSP session.
@@ -23,6 +23,24 @@ pub enum CameraState {
     Stopped,
 }
 
+impl CameraState {
+    /// The state word (`connecting`, `streaming`, `failed`, `stopped`), as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Failed => "failed",
+            CameraState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for CameraState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A snapshot of one camera's health.
 #[derive(Clone, Debug, Serialize)]
 pub struct CameraStatus {
@@ -30,8 +48,8 @@ pub struct CameraStatus {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// The ingested URL (never with credentials).
-    pub url: String,
+    /// The ingested URL; its type has no way to hold credentials.
+    pub url: crate::secret::RedactedUrl,
     /// Current state.
     pub state: CameraState,
     /// The last failure in plain words.
@@ -88,7 +106,7 @@ impl Health {
             status: CameraStatus {
                 id: id.to_owned(),
                 name: name.to_owned(),
-                url: url.to_owned(),
+                url: crate::secret::RedactedUrl::new(url),
                 state: CameraState::Connecting,
                 last_error: None,
                 last_error_ms: None,

@@ -16,8 +16,7 @@
 //! certificate. The uplink reads `current/…` at every connection, so a switch takes effect on
 //! the next connection.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -148,26 +147,13 @@ fn mkdir(path: &Path) -> Result<(), IdentityError> {
         .map_err(io(path))
 }
 
-/// Writes `bytes` to `path` (created with `mode`), fsynced.
+/// Writes `bytes` to `path` (created with `mode`) durably ([`crate::fsutil::write_atomic`]).
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(|e| io(&e.path.clone())(e.source))
 }
 
 fn sync_dir(path: &Path) -> Result<(), IdentityError> {
-    std::fs::File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io(path))
+    crate::fsutil::sync_dir(path).map_err(io(path))
 }
 
 /// Installs a new generation and makes it current (pairing, renewal). Older generations are

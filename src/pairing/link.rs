@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
@@ -26,11 +26,32 @@ use crate::store::Store;
 use crate::uplink::outbox::Record;
 use crate::uplink::{HealthSource, Uplink, UplinkHandle, UplinkSettings};
 
+/// Where pairing stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PairingState {
+    /// No identity: the box works locally, nothing goes to the city.
+    Unpaired,
+    /// A claim code is being enrolled.
+    Pairing,
+    /// Paired by `porchlight pair` (identity in the data directory).
+    Paired,
+    /// The identity comes from the configuration file (`[uplink]` cert and key).
+    Configured,
+}
+
+impl PairingState {
+    /// Whether the box has an identity for the city link.
+    pub fn has_identity(self) -> bool {
+        matches!(self, PairingState::Paired | PairingState::Configured)
+    }
+}
+
 /// Where pairing stands, as the API and the UI show it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PairingStatus {
-    /// `unpaired`, `pairing`, `paired`, or `configured` (identity from the config file).
-    pub state: &'static str,
+    /// The state.
+    pub state: PairingState,
     /// The gateway id, when paired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_id: Option<String>,
@@ -94,7 +115,7 @@ pub struct CityLink {
 
 fn unpaired() -> PairingStatus {
     PairingStatus {
-        state: "unpaired",
+        state: PairingState::Unpaired,
         gateway_id: None,
         broker: None,
         not_after: None,
@@ -158,7 +179,7 @@ impl CityLink {
             let r = self.start(c.settings.clone(), c.request_key.clone(), true, None)?;
             self.set_status(|s| {
                 *s = PairingStatus {
-                    state: "configured",
+                    state: PairingState::Configured,
                     gateway_id: Some(r.handle.gateway_id().to_owned()),
                     broker: Some(format!("mqtts://{}:{}", c.settings.host, c.settings.port)),
                     ..unpaired()
@@ -210,7 +231,7 @@ impl CityLink {
         let info = id.info.clone();
         self.set_status(|s| {
             *s = PairingStatus {
-                state: "paired",
+                state: PairingState::Paired,
                 gateway_id: Some(info.gateway_id.clone()),
                 broker: Some(info.broker.clone()),
                 not_after: Some(info.not_after),
@@ -329,7 +350,7 @@ impl CityLink {
                         ));
                         self.set_status(|s| {
                             *s = PairingStatus {
-                                state: "paired",
+                                state: PairingState::Paired,
                                 gateway_id: Some(gw.clone()),
                                 broker: Some(id.info.broker.clone()),
                                 not_after: Some(id.info.not_after),
@@ -404,7 +425,7 @@ impl CityLink {
         };
         self.set_status(|s| {
             *s = PairingStatus {
-                state: "pairing",
+                state: PairingState::Pairing,
                 ..unpaired()
             }
         });

@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -34,6 +33,7 @@ use crate::consent::{
 };
 use crate::protocol::framing;
 use crate::protocol::manifest::Manifest;
+use crate::protocol::messages::{Reply, ReplyStatus};
 use crate::store::Store;
 use crate::uplink::outbox::{Payload, Record};
 use crate::uplink::UplinkHandle;
@@ -63,23 +63,6 @@ pub struct SharingOptions {
     pub ask_timeout: std::time::Duration,
     /// Bitrate cap of one live feed, bits per second.
     pub live_max_bitrate: u64,
-}
-
-/// A reply to the center.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Reply {
-    /// The request's `jti` (empty when it could not be read).
-    pub request_id: String,
-    /// `pending`, `granted`, `denied`, `rejected`, `expired`, `revoked`, `completed`, `failed`.
-    pub status: String,
-    /// Short snake_case reason, when there is one.
-    pub reason: Option<String>,
-    /// For `granted`: end of the grant; for `pending`: when it expires unanswered (UTC ms).
-    pub until: Option<i64>,
-    /// When the reply was made (UTC ms).
-    pub ts: i64,
-    /// Per-box reply sequence number.
-    pub seq: u64,
 }
 
 const STATE_KEY: &[u8] = b"state";
@@ -207,7 +190,12 @@ impl Sharing {
             let ended = self.engine().revoke(&id);
             if let Ok(grant) = ended {
                 self.persist()?;
-                self.reply(&grant.id, "failed", Some("gateway_restarted"), None);
+                self.reply(
+                    &grant.id,
+                    ReplyStatus::Failed,
+                    Some("gateway_restarted"),
+                    None,
+                );
                 self.record(
                     NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
                         .request(&grant.id)
@@ -314,12 +302,18 @@ impl Sharing {
     }
 
     /// Queues a reply to the center (QoS 1 through the outbox).
-    fn reply(&self, request_id: &str, status: &str, reason: Option<&str>, until: Option<i64>) {
+    fn reply(
+        &self,
+        request_id: &str,
+        status: ReplyStatus,
+        reason: Option<&str>,
+        until: Option<i64>,
+    ) {
         let Some(link) = self.link() else { return };
         let up = &link.uplink;
         let r = Reply {
             request_id: request_id.to_owned(),
-            status: status.to_owned(),
+            status,
             reason: reason.map(str::to_owned),
             until,
             ts: now_ms(),
@@ -327,7 +321,7 @@ impl Sharing {
         };
         let body = serde_json::to_vec(&r).expect("reply serialises");
         if let Err(e) = up.queue(Record::inline(up.topics().reply(), false, body)) {
-            warn!(error = %e, request_id, status, "Reply not queued");
+            warn!(error = %e, request_id, status = status.as_str(), "Reply not queued");
         }
     }
 
@@ -427,12 +421,14 @@ impl Sharing {
         };
         self.persist()?;
         let (status, reason, until) = match &decision.verdict {
-            Verdict::Granted(g) => ("granted", None, Some(g.until_ms)),
-            Verdict::Pending { expires_at_ms } => ("pending", None, Some(*expires_at_ms)),
-            Verdict::Denied { reason } => ("denied", Some(reason.as_str()), None),
+            Verdict::Granted(g) => (ReplyStatus::Granted, None, Some(g.until_ms)),
+            Verdict::Pending { expires_at_ms } => {
+                (ReplyStatus::Pending, None, Some(*expires_at_ms))
+            }
+            Verdict::Denied { reason } => (ReplyStatus::Denied, Some(reason.as_str()), None),
         };
         let mut d = detail;
-        d["verdict"] = json!(status);
+        d["verdict"] = json!(status.as_str());
         d["notify_resident"] = json!(decision.notify_resident);
         if let Some(r) = reason {
             d["deny_reason"] = json!(r);
@@ -444,7 +440,7 @@ impl Sharing {
                 .detail(d),
         )?;
         if decision.notify_resident {
-            info!(request = %valid.jti, camera = %valid.camera, status, emergency = valid.emergency, "Police request needs the resident's attention");
+            info!(request = %valid.jti, camera = %valid.camera, status = status.as_str(), emergency = valid.emergency, "Police request needs the resident's attention");
         }
         self.reply(&valid.jti, status, reason, until);
         if let Verdict::Granted(g) = decision.verdict {
@@ -459,7 +455,7 @@ impl Sharing {
                 .request(id)
                 .detail(json!({ "reason": reason })),
         )?;
-        self.reply(id, "rejected", Some(reason), None);
+        self.reply(id, ReplyStatus::Rejected, Some(reason), None);
         Ok(())
     }
 
@@ -479,8 +475,8 @@ impl Sharing {
                         .camera(cam)
                         .detail(json!({"reason": "cancelled", "by": id})),
                 )?;
-                self.reply(target, "revoked", Some("cancelled"), None);
-                self.reply(id, "completed", None, None);
+                self.reply(target, ReplyStatus::Revoked, Some("cancelled"), None);
+                self.reply(id, ReplyStatus::Completed, None, None);
                 Ok(())
             }
             Err(e) => self.reject(id, &format!("cancel: {e}")),
@@ -501,7 +497,7 @@ impl Sharing {
                     warn!(request = %grant.id, reason, "Clip not sent");
                     self.engine().revoke(&grant.id).ok();
                     self.persist()?;
-                    self.reply(&grant.id, "failed", Some(reason), None);
+                    self.reply(&grant.id, ReplyStatus::Failed, Some(reason), None);
                     self.record(
                         NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
                             .request(&grant.id)
@@ -624,7 +620,7 @@ impl Sharing {
         ))?;
         let completed = Reply {
             request_id: grant.id.clone(),
-            status: "completed".into(),
+            status: ReplyStatus::Completed,
             reason: None,
             until: None,
             ts: now_ms(),
@@ -690,7 +686,7 @@ impl Sharing {
             if matches!(reason, LiveEnd::CameraLost) && me.engine().grant(&id).is_some() {
                 let _ = me.engine().revoke(&id);
                 let _ = me.persist();
-                me.reply(&id, "failed", Some("camera_lost"), None);
+                me.reply(&id, ReplyStatus::Failed, Some("camera_lost"), None);
             }
         });
     }
@@ -708,17 +704,17 @@ impl Sharing {
             let (status, camera) = match &ev {
                 Event::PendingEnded { pending, .. } => (
                     if reason == consent::EndReason::Denied {
-                        "denied"
+                        ReplyStatus::Denied
                     } else {
-                        "expired"
+                        ReplyStatus::Expired
                     },
                     pending.request.camera.clone(),
                 ),
                 Event::GrantEnded { grant, .. } => (
                     if reason == consent::EndReason::Expired {
-                        "expired"
+                        ReplyStatus::Expired
                     } else {
-                        "revoked"
+                        ReplyStatus::Revoked
                     },
                     grant.camera.clone(),
                 ),
@@ -766,7 +762,7 @@ impl Sharing {
                 .camera(&grant.camera)
                 .detail(json!({"verdict": "granted", "by": "resident"})),
         )?;
-        self.reply(id, "granted", None, Some(grant.until_ms));
+        self.reply(id, ReplyStatus::Granted, None, Some(grant.until_ms));
         self.start_grant(grant.clone())?;
         Ok(grant)
     }

@@ -12,8 +12,8 @@
 //! Numbers are decimal in canonical form (no `+`, no leading zeros), `<init>` is 16 lowercase
 //! hex digits. `_` separates fields so that times before 1970 (negative) still parse.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{InitId, SegmentMeta};
@@ -118,49 +118,29 @@ impl FileError {
 }
 
 /// Writes `bytes` to `dir/final_name` so that the file either exists complete and durable or
-/// not at all: write `dir/.final_name.tmp`, fsync it, rename it, fsync `dir`. On error nothing
-/// is left behind (neither the temp file nor the final one). Returns the final path.
+/// not at all ([`crate::fsutil::write_atomic`]: `dir/.final_name.tmp`, fsync, rename, fsync
+/// `dir`). On error nothing is left behind. Returns the final path.
 pub(super) fn write_durably(
     dir: &Path,
     final_name: &str,
     bytes: &[u8],
 ) -> Result<PathBuf, FileError> {
-    let tmp = dir.join(temp_name(final_name));
     let path = dir.join(final_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(FileError::new("create", &tmp))?;
-        f.write_all(bytes).map_err(FileError::new("write", &tmp))?;
-        // sync_all rather than sync_data: the size and the inode must be durable before the
-        // name points at them.
-        f.sync_all().map_err(FileError::new("fsync", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(FileError::new("rename", &tmp))?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = fsync_dir(dir) {
-        // The rename may or may not be durable; take it back so the caller's error is the truth.
-        let _ = fs::remove_file(&path);
-        return Err(FileError {
-            op: "fsync",
-            path: dir.to_owned(),
-            source: e,
-        });
-    }
+    debug_assert_eq!(
+        crate::fsutil::temp_path(&path),
+        dir.join(temp_name(final_name))
+    );
+    crate::fsutil::write_atomic(&path, bytes, 0o600).map_err(|e| FileError {
+        op: e.step,
+        path: e.path,
+        source: e.source,
+    })?;
     Ok(path)
 }
 
 /// fsyncs a directory, making creations, renames and removals in it durable.
 pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    crate::fsutil::sync_dir(dir)
 }
 
 /// Creates `parent/name` if missing and makes its creation durable (fsync of `parent`).

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::secret::{constant_time_eq, random_bytes};
 use serde::{Deserialize, Serialize};
 
 /// The setup code's alphabet: digits and capitals without 0/O, 1/I/L and U.
@@ -119,18 +119,7 @@ pub fn password_path(data_dir: &Path) -> PathBuf {
     data_dir.join("web-admin.json")
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system CSPRNG failed");
-    b
-}
-
-/// A fresh random token: 32 bytes as 64 hex characters.
-pub fn random_token() -> String {
-    hex::encode(random_bytes::<32>())
-}
+pub use crate::secret::random_token;
 
 /// A new setup code, `XXXX-XXXX-XXXX-XXXX`, by rejection sampling (no modulo bias).
 pub fn new_setup_code() -> String {
@@ -159,35 +148,12 @@ pub fn normalize_code(s: &str) -> String {
         .collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Writes `data` to `path` with mode 0600: temporary file, fsync, rename, fsync the directory.
+/// Writes `data` to `path` with mode 0600, durably ([`crate::fsutil::write_atomic`]).
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| AuthError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, data, 0o600).map_err(|e| AuthError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 fn hash_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {

@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde::Deserialize;
 
 use super::connection::Connection;
 use super::fleet::{load_registry, Fleet};
@@ -37,6 +36,7 @@ use super::geo::{Circle, LatLon, Radius};
 use super::settings::Settings;
 use super::{check_gw, exit, CenterError};
 use porchlight_protocol::ids::valid_jti;
+use porchlight_protocol::messages::{Reply, ReplyStatus};
 use porchlight_protocol::request::{sign_request, Claims, RequestKind};
 use porchlight_protocol::topics::{self, Leaf, Topics};
 use porchlight_protocol::units::Dur;
@@ -168,15 +168,6 @@ pub struct CancelArgs {
     pub requester: Option<String>,
 }
 
-/// A reply from a box: `{"request_id","status","reason","until","ts","seq"}`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Reply {
-    /// The request's `jti`.
-    pub request_id: String,
-    /// `pending`, `granted`, `denied`, `rejected`, `expired`, `revoked`, `completed`, `failed`.
-    pub status: String,
-}
-
 /// A fresh request id: 16 random bytes, base64url (22 characters).
 pub fn new_jti() -> Result<String, CenterError> {
     let bytes = super::random_bytes::<16>().map_err(|source| CenterError::File {
@@ -274,23 +265,24 @@ impl Kind {
 
 /// Whether `status` ends the wait for a request of `kind` (`for_target`: a reply about the
 /// request a cancel names).
-pub fn is_final(kind: RequestKind, status: &str, for_target: bool) -> bool {
+pub fn is_final(kind: RequestKind, status: ReplyStatus, for_target: bool) -> bool {
     match status {
         _ if for_target => false,
-        "pending" => false,
-        "granted" => kind != RequestKind::Clip,
+        ReplyStatus::Pending => false,
+        ReplyStatus::Granted => kind != RequestKind::Clip,
         _ => true,
     }
 }
 
 /// Whether the last status seen counts as success (exit 0).
-pub fn is_success(kind: RequestKind, status: &str, for_target: bool) -> bool {
+pub fn is_success(kind: RequestKind, status: ReplyStatus, for_target: bool) -> bool {
+    use ReplyStatus::*;
     if for_target {
         // A cancel did its job when its target ended.
-        return matches!(status, "revoked" | "expired" | "completed");
+        return matches!(status, Revoked | Expired | Completed);
     }
     let _ = kind;
-    matches!(status, "granted" | "completed" | "pending")
+    matches!(status, Granted | Completed | Pending)
 }
 
 /// Signs, publishes and (with `--wait`) follows the replies.
@@ -341,7 +333,7 @@ pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
     let code = match last? {
         Some((status, for_target)) => {
             println!("status: {status}");
-            if is_success(claims.kind, &status, for_target) {
+            if is_success(claims.kind, status, for_target) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(exit::REFUSED)
@@ -368,7 +360,7 @@ async fn follow(
     jti: &str,
     target: Option<&str>,
     wait: Duration,
-) -> Result<Option<(String, bool)>, CenterError> {
+) -> Result<Option<(ReplyStatus, bool)>, CenterError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut last = None;
     loop {
@@ -386,7 +378,7 @@ async fn follow(
             _ => continue,
         };
         println!("{}", String::from_utf8_lossy(&msg.payload).trim_end());
-        let done = is_final(kind, &reply.status, for_target);
+        let done = is_final(kind, reply.status, for_target);
         last = Some((reply.status, for_target));
         if done {
             return Ok(last);
@@ -537,18 +529,19 @@ async fn run_near(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
         return Ok(ExitCode::SUCCESS);
     };
     let deadline = tokio::time::Instant::now() + wait.0;
-    let mut last: std::collections::HashMap<String, String> = Default::default();
-    let done = |last: &std::collections::HashMap<String, String>| {
-        targets
-            .iter()
-            .all(|t| last.get(&t.jti).is_some_and(|st| is_final(kind, st, false)))
+    let mut last: std::collections::HashMap<String, ReplyStatus> = Default::default();
+    let done = |last: &std::collections::HashMap<String, ReplyStatus>| {
+        targets.iter().all(|t| {
+            last.get(&t.jti)
+                .is_some_and(|&st| is_final(kind, st, false))
+        })
     };
     while !done(&last) {
         let msg = match tokio::time::timeout_at(deadline, conn.next_message()).await {
             Err(_) => break,
             Ok(m) => m?,
         };
-        let Ok(reply) = serde_json::from_slice::<FullReply>(&msg.payload) else {
+        let Ok(reply) = serde_json::from_slice::<Reply>(&msg.payload) else {
             continue;
         };
         let Some(t) = targets.iter().find(|t| t.jti == reply.request_id) else {
@@ -582,15 +575,6 @@ async fn run_near(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
         );
         ExitCode::from(exit::TIMEOUT)
     })
-}
-
-/// A reply with its reason.
-#[derive(Clone, Debug, Deserialize)]
-struct FullReply {
-    request_id: String,
-    status: String,
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -717,18 +701,28 @@ mod tests {
     #[test]
     fn final_and_success_statuses() {
         use RequestKind::*;
-        assert!(!is_final(Live, "pending", false));
-        assert!(is_final(Live, "granted", false));
-        assert!(!is_final(Clip, "granted", false));
-        assert!(is_final(Clip, "completed", false));
-        assert!(!is_final(Cancel, "revoked", true));
-        assert!(is_final(Cancel, "completed", false));
-        for s in ["granted", "completed", "pending"] {
+        assert!(!is_final(Live, ReplyStatus::Pending, false));
+        assert!(is_final(Live, ReplyStatus::Granted, false));
+        assert!(!is_final(Clip, ReplyStatus::Granted, false));
+        assert!(is_final(Clip, ReplyStatus::Completed, false));
+        assert!(!is_final(Cancel, ReplyStatus::Revoked, true));
+        assert!(is_final(Cancel, ReplyStatus::Completed, false));
+        for s in [
+            ReplyStatus::Granted,
+            ReplyStatus::Completed,
+            ReplyStatus::Pending,
+        ] {
             assert!(is_success(Live, s, false));
         }
-        for s in ["denied", "rejected", "expired", "revoked", "failed"] {
+        for s in [
+            ReplyStatus::Denied,
+            ReplyStatus::Rejected,
+            ReplyStatus::Expired,
+            ReplyStatus::Revoked,
+            ReplyStatus::Failed,
+        ] {
             assert!(!is_success(Live, s, false));
         }
-        assert!(is_success(Cancel, "revoked", true));
+        assert!(is_success(Cancel, ReplyStatus::Revoked, true));
     }
 }

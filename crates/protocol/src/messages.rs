@@ -309,7 +309,7 @@ impl ReplyStatus {
 
 impl std::fmt::Display for ReplyStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
