@@ -12,7 +12,7 @@
 //! A 60 s 1080p25 H.264 clip (~4 Mbit/s, GOP 50 = 2 s, no B-frames) is encoded once with x264
 //! and cached in `target/bench-media/clip.ts`. Per camera, `ffmpeg -re -stream_loop -1 … -c
 //! copy -f rtp` pushes it to a loopback UDP port, and one GStreamer RTSP server
-//! (`tests/support/rtsp_camera.py --relay camN:UDPPORT`) serves every camera as
+//! (`crates/testkit/src/rtsp_camera.py --relay camN:UDPPORT`) serves every camera as
 //! `rtsp://127.0.0.1:PORT/camN`, re-payloaded but never transcoded. The pushers are started
 //! 2 s / N apart so the cameras' keyframes do not all arrive at once.
 //!
@@ -355,7 +355,7 @@ fn free_tcp_port() -> u16 {
 /// Starts the GStreamer relay for `udp_ports.len()` cameras; returns its RTSP base URL and pid.
 fn start_relay(procs: &mut Procs, logs: &Path, udp_ports: &[u16]) -> (String, u32) {
     let mut cmd = Command::new(PYTHON);
-    cmd.arg(PathBuf::from(MANIFEST).join("tests/support/rtsp_camera.py"))
+    cmd.arg(PathBuf::from(MANIFEST).join("crates/testkit/src/rtsp_camera.py"))
         .args(["--port", "0", "--exit-with-parent"]);
     for (i, p) in udp_ports.iter().enumerate() {
         cmd.args(["--relay", &format!("cam{i}:{p}")]);

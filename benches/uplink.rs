@@ -10,7 +10,7 @@
 //!
 //! # Broker
 //!
-//! One Mosquitto per run, started like the integration tests do (`tests/support/mosquitto.rs`):
+//! One Mosquitto per run, started like the integration tests do (`crates/testkit/src/mosquitto.rs`):
 //! TLS with `require_certificate`, `use_identity_as_username`, the per-gateway ACL, on a
 //! loopback port. A `center` subscriber (`mosquitto_sub -q 1`, printing only topic and payload
 //! length) is subscribed to the benchmark topics throughout the drain part, so the broker

@@ -16,12 +16,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cameras::scanner::DiscoverySettings;
 use crate::ingest::spec::{
     check_rtsp_url, valid_camera_id, CameraSpec, Credentials, Record, Transport,
 };
+use crate::ingest::IngestConfig;
+use crate::pairing::PairingConfig;
 use crate::protocol::units::{ByteSize, Dur};
 use crate::secret::Secret;
 use crate::uplink::parse_broker;
+use crate::web::WebConfig;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -115,61 +119,6 @@ impl Default for DiscoveryConfig {
     }
 }
 
-/// `[discovery]` after validation.
-#[derive(Clone, Debug)]
-pub struct DiscoverySettings {
-    /// Periodic discovery on.
-    pub enabled: bool,
-    /// Between runs.
-    pub interval: Duration,
-    /// Listening window of one run.
-    pub timeout: Duration,
-    /// What one run does.
-    pub options: crate::discovery::DiscoverOptions,
-}
-
-/// `[web]`: the resident web UI (`crate::web`), served by the daemon on the LAN.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebConfig {
-    /// Serve the UI at all.
-    #[serde(default = "default_web_enabled")]
-    pub enabled: bool,
-    /// Address of the UI. All IPv4 interfaces by default: residents open it from a phone.
-    #[serde(default = "default_web_listen")]
-    pub listen: SocketAddr,
-    /// A session unused for this long ends.
-    #[serde(default = "default_session_idle")]
-    pub session_idle: Dur,
-    /// A session ends this long after login, used or not.
-    #[serde(default = "default_session_max")]
-    pub session_max: Dur,
-}
-
-fn default_web_enabled() -> bool {
-    true
-}
-fn default_web_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8080))
-}
-fn default_session_idle() -> Dur {
-    Dur(Duration::from_secs(30 * 60))
-}
-fn default_session_max() -> Dur {
-    Dur(Duration::from_secs(12 * 3600))
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        WebConfig {
-            enabled: default_web_enabled(),
-            listen: default_web_listen(),
-            session_idle: default_session_idle(),
-            session_max: default_session_max(),
-        }
-    }
-}
-
 /// `[sharing]`: consent-enforced sharing. The rules themselves are the resident's, set with
 /// `porchlight consent set` (kept in the store, not in this file).
 #[derive(Clone, Debug, Deserialize)]
@@ -196,66 +145,6 @@ impl Default for SharingConfig {
         SharingConfig {
             ask_timeout: default_ask_timeout(),
             live_max_kbps: default_live_max_kbps(),
-        }
-    }
-}
-
-/// `[pairing]`: enrollment with the city (`porchlight pair`, `docs/protocol.md`, "Pairing")
-/// and renewal of the box's certificate. The identity pairing produces lives in
-/// `{data_dir}/identity/` (private key 0600), not in this file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PairingConfig {
-    /// The city's pairing listener, `mqtts://host[:port]`, used when `porchlight pair` gets no
-    /// `--broker` (an appliance image sets it for its city).
-    #[serde(default)]
-    pub broker: Option<String>,
-    /// The city CA (PEM) that authenticates the pairing listener, used when `porchlight pair`
-    /// gets no `--ca`. Verification is never disabled: without a CA there is no pairing.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// MQTT user name on the pairing listener. Not a secret: the broker's ACL confines it to
-    /// `{topic_root}/pair/{claim code}/…` of the code the box connects with.
-    #[serde(default = "default_bootstrap_username")]
-    pub bootstrap_username: String,
-    /// MQTT password on the pairing listener (public, like the user name).
-    #[serde(default = "default_bootstrap_password")]
-    pub bootstrap_password: Secret,
-    /// Topic root of the pairing topics.
-    #[serde(default = "default_topic_root")]
-    pub topic_root: String,
-    /// How long `porchlight pair` waits for the city's answer.
-    #[serde(default = "default_pairing_timeout")]
-    pub timeout: Dur,
-    /// Renew the certificate when less than this is left of it (a new key and CSR over the
-    /// box's own link; no restart, nothing queued is lost).
-    #[serde(default = "default_renew_before")]
-    pub renew_before: Dur,
-}
-
-fn default_bootstrap_username() -> String {
-    crate::protocol::pairing::BOOTSTRAP_USERNAME.to_owned()
-}
-fn default_bootstrap_password() -> Secret {
-    Secret::new(crate::protocol::pairing::BOOTSTRAP_PASSWORD)
-}
-fn default_pairing_timeout() -> Dur {
-    Dur(Duration::from_secs(60))
-}
-fn default_renew_before() -> Dur {
-    Dur(Duration::from_secs(30 * 86_400))
-}
-
-impl Default for PairingConfig {
-    fn default() -> Self {
-        PairingConfig {
-            broker: None,
-            ca_file: None,
-            bootstrap_username: default_bootstrap_username(),
-            bootstrap_password: default_bootstrap_password(),
-            topic_root: default_topic_root(),
-            timeout: default_pairing_timeout(),
-            renew_before: default_renew_before(),
         }
     }
 }
@@ -339,24 +228,6 @@ pub struct StoreConfig {
     /// Memory sled may use for its page cache (its own default is 1 GiB).
     #[serde(default = "default_cache_capacity")]
     pub index_cache: ByteSize,
-}
-
-/// `[ingest]`: RTSP session behaviour.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// With no frame for this long the session is dropped and reconnected.
-    #[serde(default = "default_read_timeout")]
-    pub read_timeout: Dur,
-    /// Time allowed for connect + DESCRIBE + SETUP + PLAY.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
-    /// First reconnect delay; doubles on each failure.
-    #[serde(default = "default_backoff_initial")]
-    pub backoff_initial: Dur,
-    /// Cap on the reconnect delay (a random jitter of up to 25 % is added).
-    #[serde(default = "default_backoff_max")]
-    pub backoff_max: Dur,
 }
 
 /// `[[cameras]]`: one camera.
@@ -469,12 +340,6 @@ fn default_retention() -> Dur {
 fn default_cache_capacity() -> ByteSize {
     ByteSize(16 << 20)
 }
-fn default_read_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_connect_timeout() -> Dur {
-    Dur(Duration::from_secs(15))
-}
 fn default_backoff_initial() -> Dur {
     Dur(Duration::from_secs(1))
 }
@@ -516,16 +381,6 @@ impl Default for StoreConfig {
             quota: default_quota(),
             retention: default_retention(),
             index_cache: default_cache_capacity(),
-        }
-    }
-}
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            read_timeout: default_read_timeout(),
-            connect_timeout: default_connect_timeout(),
-            backoff_initial: default_backoff_initial(),
-            backoff_max: default_backoff_max(),
         }
     }
 }
@@ -987,7 +842,7 @@ mod tests {
     fn web_section_defaults_to_the_lan_and_checks_session_times() {
         let v = Config::parse("").unwrap().validate().unwrap();
         let web = v.web.expect("the UI is on by default");
-        assert_eq!(web.listen, default_web_listen());
+        assert_eq!(web.listen, WebConfig::default().listen);
         assert!(web.listen.ip().is_unspecified());
         let off = Config::parse("[web]\nenabled = false\n").unwrap();
         assert!(off.validate().unwrap().web.is_none());

@@ -21,149 +21,16 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::cameras::CameraSet;
 use crate::config::Validated;
-use crate::protocol::messages::{
-    CameraReport, EventKind, HealthReport, SharingModes, StorageReport,
-};
 use crate::sharing::Sharing;
 use crate::store::{Store, StoreOptions};
-use crate::uplink::HealthSource;
 
-/// The daemon's contribution to heartbeats: camera health and storage, nothing that names an
-/// address (ids, state words and stream parameters only).
-struct DaemonHealth {
-    store: Arc<Store>,
-    cameras: Arc<CameraSet>,
-    /// Set once sharing is open (it needs the uplink, which needs this).
-    sharing: Arc<std::sync::OnceLock<Arc<Sharing>>>,
-}
-
-impl HealthSource for DaemonHealth {
-    fn report(&self) -> HealthReport {
-        let usage = self.store.usage();
-        let sharing = self.sharing.get();
-        let rules: std::collections::HashMap<String, crate::consent::CameraRules> = sharing
-            .map(|s| s.rules().into_iter().collect())
-            .unwrap_or_default();
-        HealthReport {
-            paused: sharing.is_some_and(|s| s.is_paused()),
-            cameras: self
-                .cameras
-                .snapshot()
-                .iter()
-                .map(|c| {
-                    let s = c.health.snapshot();
-                    CameraReport {
-                        id: s.id,
-                        state: s.state.as_str().to_owned(),
-                        codec: s.codec,
-                        width: s.width,
-                        height: s.height,
-                        fps: s.fps,
-                        bitrate_bps: s.bitrate_bps,
-                        last_frame_ts: s.last_frame_ms,
-                        // The modes only: never limits, hours or schedules.
-                        sharing: rules
-                            .get(&c.spec.id)
-                            .map(|r| SharingModes {
-                                live: r.live.as_str().to_owned(),
-                                clips: r.clips.as_str().to_owned(),
-                            })
-                            .unwrap_or_default(),
-                    }
-                })
-                .collect(),
-            storage: StorageReport {
-                used_bytes: usage.used_bytes,
-                quota_bytes: usage.quota_bytes,
-                oldest_ts: usage.oldest_ms,
-            },
-            audit: sharing
-                .map(|s| {
-                    let head = s.audit().latest();
-                    crate::protocol::messages::AuditAnchor {
-                        seq: head.seq,
-                        hash: head.hash,
-                    }
-                })
-                .unwrap_or_default(),
-            grants_active: sharing.map_or(0, |s| s.grants_active()),
-        }
-    }
-}
-
-/// Watches camera health and storage once a second and queues an event on each change:
-/// `camera_up` / `camera_down` when a camera starts or stops streaming, `storage_full` when the
-/// store reaches its quota (and evicts from then on).
-async fn event_watcher(
-    link: Arc<crate::pairing::link::CityLink>,
-    cameras: Arc<CameraSet>,
-    store: Arc<Store>,
-    shutdown: Shutdown,
-) {
-    use crate::ingest::health::CameraState;
-    // By id: cameras come and go at run time. A removed camera sends no event (it is gone
-    // from the heartbeat); an added one sends camera_up once it streams.
-    let mut streaming: std::collections::HashMap<String, bool> = Default::default();
-    let mut full = false;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => return,
-            _ = tick.tick() => {}
-        }
-        let mut events = Vec::new();
-        let current = cameras.snapshot();
-        streaming.retain(|id, _| current.iter().any(|c| &c.spec.id == id));
-        for c in current.iter() {
-            let s = c.health.snapshot();
-            let now = s.state == CameraState::Streaming;
-            let was = streaming.entry(s.id.clone()).or_insert(false);
-            if now != *was {
-                *was = now;
-                events.push(if now {
-                    EventKind::CameraUp { camera: s.id }
-                } else {
-                    EventKind::CameraDown {
-                        camera: s.id,
-                        state: s.state.as_str().to_owned(),
-                    }
-                });
-            }
-        }
-        let st = store.clone();
-        let usage = match tokio::task::spawn_blocking(move || st.usage()).await {
-            Ok(u) => u,
-            Err(_) => continue,
-        };
-        // 98 % because eviction keeps the store just under the quota; 90 % re-arms.
-        let now_full = usage.used_bytes >= usage.quota_bytes / 50 * 49;
-        if now_full && !full {
-            events.push(EventKind::StorageFull {
-                used_bytes: usage.used_bytes,
-                quota_bytes: usage.quota_bytes,
-            });
-        }
-        full = if full {
-            usage.used_bytes >= usage.quota_bytes / 10 * 9
+/// Logs a task that panicked (or was cancelled) while the daemon waited for it to finish.
+fn log_task_end(group: &str, r: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = r {
+        if e.is_panic() {
+            error!(group, error = %e, "A task panicked");
         } else {
-            now_full
-        };
-        if events.is_empty() {
-            continue;
-        }
-        // Not paired: nobody to tell.
-        let Some(up) = link.uplink() else { continue };
-        let r = tokio::task::spawn_blocking(move || {
-            for e in events {
-                if let Err(err) = up.event(e) {
-                    warn!(error = %err, "Could not queue an event for the city");
-                }
-            }
-        })
-        .await;
-        if let Err(e) = r {
-            warn!(error = %e, "Event queueing panicked");
+            warn!(group, error = %e, "A task was cancelled");
         }
     }
 }
@@ -211,7 +78,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     );
     let scanner = crate::cameras::scanner::Scanner::new(cfg.discovery.clone(), cameras.clone());
     let sharing_cell = Arc::new(std::sync::OnceLock::new());
-    let health = Arc::new(DaemonHealth {
+    let health = Arc::new(crate::reporting::BoxHealth {
         store: store.clone(),
         cameras: cameras.clone(),
         sharing: sharing_cell.clone(),
@@ -290,7 +157,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
             .instrument(tracing::info_span!("consent")),
     );
     ingest.spawn(
-        event_watcher(
+        crate::reporting::run_event_watcher(
             link.clone(),
             cameras.clone(),
             store.clone(),
@@ -313,13 +180,17 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
     sharing.stop_all();
     sharing_trigger.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while sharing_tasks.join_next().await.is_some() {}
+        while let Some(r) = sharing_tasks.join_next().await {
+            log_task_end("sharing", r);
+        }
     })
     .await;
     ingest_trigger.trigger();
     let drain = async {
         cameras.join_all().await;
-        while ingest.join_next().await.is_some() {}
+        while let Some(r) = ingest.join_next().await {
+            log_task_end("ingest", r);
+        }
     };
     tokio::select! {
         _ = drain => {}
@@ -358,46 +229,9 @@ fn open_sharing(
     cameras: &Arc<CameraSet>,
     options: crate::sharing::SharingOptions,
 ) -> anyhow::Result<Arc<Sharing>> {
-    use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
-    // Which tree holds the current chain: `audit`, or a newer one started because an older
-    // chain could not be read (kept untouched for forensics — never a crash loop).
-    let meta = store.db().open_tree("audit.meta")?;
-    let current = meta
-        .get("current")?
-        .and_then(|v| String::from_utf8(v.to_vec()).ok())
-        .unwrap_or_else(|| "audit".to_owned());
-    let (audit, start_reason) = match AuditLog::open(store.db().open_tree(&current)?) {
-        // Empty: first start, or the store rebuilt a damaged index (the old chain is kept in
-        // the moved-aside index for offline checks).
-        Ok(a) => (a, serde_json::json!({"reason": "new"})),
-        Err(e) => {
-            let next = format!("audit.{}", crate::clock::now_ms());
-            error!(tree = %current, error = %e, new_tree = %next, "Audit chain unreadable; kept as is, starting a new chain");
-            meta.insert("current", next.as_bytes())?;
-            meta.flush()?;
-            let a = AuditLog::open(store.db().open_tree(&next)?)
-                .context("cannot start a new audit chain")?;
-            let why = serde_json::json!({
-                "reason": "previous_chain_unreadable",
-                "previous_tree": current,
-                "error": e.to_string(),
-            });
-            (a, why)
-        }
-    };
+    let audit = crate::audit::AuditLog::open_current(store.db(), crate::clock::now_ms())
+        .context("cannot open the audit log")?;
     let audit = Arc::new(audit);
-    if audit.is_empty() {
-        audit
-            .append(
-                NewEntry::new(
-                    crate::clock::now_ms(),
-                    AuditKind::LogStarted,
-                    Actor::Gateway,
-                )
-                .detail(start_reason),
-            )
-            .context("cannot start the audit log")?;
-    }
     let feeds = cameras.clone();
     Sharing::open(store.clone(), audit, feeds, options).context("cannot open the consent state")
 }

@@ -1,43 +1,51 @@
-//! Porchlight: an edge gateway for residents' cameras.
+//! Porchlight: an edge gateway for residents' cameras (the box).
 //!
 //! # Layout
 //!
 //! Data flows one way, with few hops:
 //!
 //! ```text
-//! cameras --RTSP--> ingest --Frame--> media::segmenter --GOP fragment--> store (files + sled index)
-//!                                  '--> ingest::live (broadcast with pre-roll, for sharing later)
-//! resident --CLI--> api (loopback HTTP, token) --> store export / camera status
+//! cameras --RTSP--> ingest --Frame--> media::segmenter --GOP segment--> ingest::writer --> store
+//!                     |                                                   (files + sled index)
+//!                     '--> ingest::live (broadcast, pre-roll) --> sharing::live --gate--> uplink --> city
+//!                                                                   (consent before every fragment)
+//! city --request--> uplink::mqtt --> uplink::inbox (durable) --> sharing intake
+//!      --> sharing::request (JWS, replay) --> consent::Engine::decide --> reply + audit
+//!      --> grant: live feed (sharing::live) or clip (export::plan --> outbox of segment references)
+//! resident --CLI--> api (loopback, token) --+--> consent / sharing / cameras / store export / audit
+//! resident --browser--> web (session, CSRF) '
 //! ```
 //!
-//! - [`config`]: the TOML configuration, validated in one pass that reports every problem.
-//! - [`consent`]: the consent engine, pure: per-camera rules, decisions, grants and the
-//!   send-time check for every fragment that leaves the box.
-//! - [`discovery`]: finding cameras on the LAN (ONVIF WS-Discovery, mDNS) and their RTSP URLs
-//!   (ONVIF media); hostile-input-safe parsers, results never leave the house.
-//! - [`ingest`]: one worker per camera (retina RTSP session, read timeout, capped jittered
-//!   backoff forever), camera health, and the live broadcast.
-//! - [`media`]: pure fMP4 writing, GOP segmentation and MP4 export; no I/O.
-//! - [`sharing`]: where video meets consent; so far the verification of the center's signed
-//!   requests (JWS EdDSA, replay guard).
-//! - [`store`]: segment files plus a sled index, quota and retention, crash recovery. Knows
-//!   nothing of the network.
-//! - [`audit`]: the hash-chained audit log in sled (append, verify against the center's
-//!   anchor, export).
-//! - [`export`]: a time range of one camera as one MP4 (segment choice, gaps, streaming).
-//! - [`api`]: the daemon's local control API, which the `porchlight` CLI talks to (sled allows
-//!   one process per database, so the daemon owns it).
-//! - [`web`]: the resident web UI (embedded page, sessions, CSRF, setup code, live preview)
-//!   over the same control routes, on the LAN.
-//! - [`cameras`]: the current camera set (configuration file + added at run time, persisted),
-//!   their workers, the daemon's periodic discovery and following cameras that moved.
-//! - [`daemon`]: wiring, named tasks and ordered shutdown.
-//! - [`cli`]: one file per subcommand.
-//! - [`center`]: the reference city center (`porchlight-center`: keygen, request, receive, watch).
-//! - [`systemd`]: readiness and watchdog notifications.
+//! Layers, lowest first; a module imports only from its own layer or below, and nothing
+//! imports [`daemon`] or [`cli`]:
 //!
-//! Boundaries: ingest and media never import an uplink; discovery results and camera URLs never
-//! leave the house; camera passwords are held in [`config::Secret`], which never prints.
+//! 1. **Leaf** (imports nothing of this crate): [`shutdown`] (the stop signal every task
+//!    races), [`clock`] (UTC ms, formatting, a test seam), [`backoff`] (capped, jittered),
+//!    [`secret`] (`Secret`, `RedactedUrl`, constant-time compare, the random source),
+//!    [`fsutil`] (the one durable write), [`systemd`] (readiness, watchdog); and the wire
+//!    protocol crate, re-exported as [`protocol`] (topics, messages, PLM1, signed requests and
+//!    manifests, pairing messages, units, the mutual-TLS setup).
+//! 2. **Pure domain**: [`media`] (fMP4 writing, GOP segmentation, progressive layout; no
+//!    I/O) and [`consent`] (rules, decisions, grants, the send-time check; no I/O, no clock).
+//! 3. **Storage**: [`store`] (segment files + sled index, quota, retention, crash recovery;
+//!    knows nothing of the network) and [`audit`] (the hash chain).
+//! 4. **Devices and the city link**: [`ingest`] (one worker per camera; [`ingest::spec`] is
+//!    what a camera is), [`discovery`] (ONVIF, mDNS; results never leave the house),
+//!    [`uplink`] (MQTT over mutual TLS, outbox, inbox, heartbeat), [`export`] (a range of one
+//!    camera as one MP4).
+//! 5. **Services**: [`cameras`] (the current camera set, run-time changes, periodic discovery),
+//!    [`pairing`] (claim code → certificate, the city link's life cycle), [`sharing`] (where
+//!    video meets consent), [`reporting`] (the heartbeat's contents and the events).
+//! 6. **Front doors**: [`api`] (the control API and its state) and [`web`] (the resident UI
+//!    over the same routes).
+//! 7. **Wiring**: [`config`] (TOML → each module's settings), [`daemon`] (opens, spawns,
+//!    shuts down in order), [`cli`] (one file per subcommand; `main.rs` is thin).
+//!
+//! Boundaries: video reaches the uplink only through [`sharing`], which asks [`consent`];
+//! ingest and media never import the uplink; discovery results and camera URLs never leave the
+//! house; camera passwords are [`secret::Secret`] and URLs shown anywhere are
+//! [`secret::RedactedUrl`]. The reference city side is another crate (`porchlight-center`,
+//! `crates/center`) that shares only [`protocol`] with the box.
 
 pub use porchlight_protocol as protocol;
 
@@ -56,6 +64,7 @@ pub mod fsutil;
 pub mod ingest;
 pub mod media;
 pub mod pairing;
+pub mod reporting;
 pub mod secret;
 pub mod sharing;
 pub mod shutdown;

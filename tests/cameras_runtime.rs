@@ -1,6 +1,6 @@
 //! Cameras added, edited and removed while the daemon runs, against real peers.
 //!
-//! Each test starts the daemon with no cameras, a GStreamer RTSP camera (tests/support/camera.rs)
+//! Each test starts the daemon with no cameras, a GStreamer RTSP camera (crates/testkit/src/camera.rs)
 //! and `tests/data/onvif/fake_onvif_device.py`, the ONVIF device/media endpoint we wrote for
 //! tests: it answers from recorded vendor responses (`getprofiles_hikvision.xml`,
 //! `probematch_hikvision.xml`), checks the WS-Security UsernameToken digest in camera time,

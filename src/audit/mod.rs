@@ -536,7 +536,46 @@ pub struct AuditLog {
     head: Mutex<(u64, [u8; 32])>,
 }
 
+/// Name of the tree that says which tree holds the current chain (key `current`).
+pub const META_TREE: &str = "audit.meta";
+
 impl AuditLog {
+    /// Opens the current chain of `db`: [`TREE`], or a newer tree started because an older
+    /// chain could not be read (that one is kept untouched for forensics; never a crash loop).
+    /// A chain that is empty (first start, or a rebuilt index) or new gets a `log_started`
+    /// entry saying why, stamped by `now_ms`.
+    pub fn open_current(db: &sled::Db, now_ms: i64) -> Result<Self, AuditError> {
+        let meta = db.open_tree(META_TREE)?;
+        let current = meta
+            .get("current")?
+            .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            .unwrap_or_else(|| TREE.to_owned());
+        let (log, start_reason) = match AuditLog::open(db.open_tree(&current)?) {
+            // Empty: first start, or the store rebuilt a damaged index (the old chain is kept
+            // in the moved-aside index for offline checks).
+            Ok(a) => (a, serde_json::json!({"reason": "new"})),
+            Err(e) => {
+                let next = format!("{TREE}.{now_ms}");
+                tracing::error!(tree = %current, error = %e, new_tree = %next, "Audit chain unreadable; kept as is, starting a new chain");
+                meta.insert("current", next.as_bytes())?;
+                meta.flush()?;
+                let a = AuditLog::open(db.open_tree(&next)?)?;
+                let why = serde_json::json!({
+                    "reason": "previous_chain_unreadable",
+                    "previous_tree": current,
+                    "error": e.to_string(),
+                });
+                (a, why)
+            }
+        };
+        if log.is_empty() {
+            log.append(
+                NewEntry::new(now_ms, AuditKind::LogStarted, Actor::Gateway).detail(start_reason),
+            )?;
+        }
+        Ok(log)
+    }
+
     /// Opens the log in `db`'s [`TREE`].
     pub fn open_in(db: &sled::Db) -> Result<Self, AuditError> {
         Self::open(db.open_tree(TREE)?)

@@ -484,3 +484,41 @@ fn kinds_serialise_snake_case() {
         );
     }
 }
+
+#[test]
+fn open_current_starts_a_chain_then_continues_it() {
+    let db = temp_db();
+    let log = AuditLog::open_current(&db, 1_000).unwrap();
+    let first = log.list(&Filter::default()).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].kind, AuditKind::LogStarted);
+    assert_eq!(first[0].detail["reason"], "new");
+    fill(&log, 2);
+    drop(log);
+    let again = AuditLog::open_current(&db, 2_000).unwrap();
+    assert_eq!(again.latest().seq, 3, "continued, no second log_started");
+    again.verify().unwrap();
+}
+
+#[test]
+fn open_current_keeps_an_unreadable_chain_aside_and_says_why() {
+    let db = temp_db();
+    let log = AuditLog::open_current(&db, 1_000).unwrap();
+    fill(&log, 2);
+    drop(log);
+    // The newest entry cannot be decoded: the chain cannot be continued from it.
+    let tree = db.open_tree(TREE).unwrap();
+    let (k, _) = tree.last().unwrap().unwrap();
+    tree.insert(k, &b"not an entry"[..]).unwrap();
+    let log = AuditLog::open_current(&db, 5_000).unwrap();
+    let entries = log.list(&Filter::default()).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].detail["reason"], "previous_chain_unreadable");
+    assert_eq!(entries[0].detail["previous_tree"], TREE);
+    // The old chain is untouched (three entries, the damaged one included) and no longer
+    // current; a restart stays on the new chain.
+    assert_eq!(db.open_tree(TREE).unwrap().len(), 3);
+    drop(log);
+    let again = AuditLog::open_current(&db, 6_000).unwrap();
+    assert_eq!(again.latest().seq, 1);
+}

@@ -48,11 +48,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
-use crate::config::IngestConfig;
 use crate::ingest::health::Health;
 use crate::ingest::live::LiveFeed;
 use crate::ingest::spec::CameraSpec;
 use crate::ingest::CameraWorker;
+use crate::ingest::IngestConfig;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use registry::{Registry, StoredCamera};
@@ -473,19 +473,25 @@ mod tests {
         )
         .unwrap();
         let store = Arc::new(store);
-        let config = crate::config::Config::parse(
-            "[[cameras]]\nid = \"porch\"\nurl = \"rtsp://127.0.0.1:1/p\"\n",
-        )
-        .unwrap()
-        .validate()
-        .unwrap();
+        // A camera of the configuration file, as config validation hands it over.
+        let porch = crate::ingest::spec::CameraSpec {
+            id: "porch".into(),
+            name: "porch".into(),
+            url: "rtsp://127.0.0.1:1/p".parse().unwrap(),
+            substream_url: None,
+            credentials: None,
+            record: crate::ingest::spec::Record::Main,
+            audio: false,
+            transport: crate::ingest::spec::Transport::Tcp,
+        };
+        let config_cameras = vec![porch];
         let (trigger, shutdown) = Shutdown::new();
         let open = |store: &Arc<Store>, shutdown: &Shutdown| {
             CameraSet::open(
-                &config.cameras,
+                &config_cameras,
                 Registry::open(store.db()).unwrap(),
                 store.clone(),
-                config.ingest.clone(),
+                crate::ingest::IngestConfig::default(),
                 shutdown.clone(),
             )
         };

@@ -26,10 +26,22 @@ use super::moves::{self, MoveDecision, SerialCheck, Subnet};
 use super::registry::{PendingMove, StoredCamera};
 use super::{url_ip, CameraSet, Source};
 use crate::clock::now_ms;
-use crate::config::DiscoverySettings;
 use crate::discovery::onvif::{self, DeviceReport, OnvifError};
 use crate::discovery::{self, DiscoveredCamera};
 use crate::shutdown::Shutdown;
+
+/// `[discovery]` after validation.
+#[derive(Clone, Debug)]
+pub struct DiscoverySettings {
+    /// Periodic discovery on.
+    pub enabled: bool,
+    /// Between runs.
+    pub interval: Duration,
+    /// Listening window of one run.
+    pub timeout: Duration,
+    /// What one run does.
+    pub options: crate::discovery::DiscoverOptions,
+}
 
 /// Least time between the end of one run and the start of the next.
 pub const MIN_GAP: Duration = Duration::from_secs(5);

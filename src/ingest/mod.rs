@@ -25,16 +25,59 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use serde::Deserialize;
 use url::Url;
 
 use crate::backoff::Backoff;
 use crate::clock::now_ms;
-use crate::config::IngestConfig;
 use crate::ingest::spec::{CameraSpec, Record};
+use crate::protocol::units::Dur;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use health::Health;
 use live::LiveFeed;
+
+/// `[ingest]`: RTSP session behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// With no frame for this long the session is dropped and reconnected.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+    /// Time allowed for connect + DESCRIBE + SETUP + PLAY.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// First reconnect delay; doubles on each failure.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial: Dur,
+    /// Cap on the reconnect delay (a random jitter of up to 25 % is added).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+}
+
+fn default_read_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+fn default_backoff_initial() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_backoff_max() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            read_timeout: default_read_timeout(),
+            connect_timeout: default_connect_timeout(),
+            backoff_initial: default_backoff_initial(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]

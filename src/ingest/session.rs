@@ -27,8 +27,8 @@ use super::live::LiveFeed;
 use super::writer::SegmentWriter;
 use super::IngestError;
 use crate::clock::now_ms;
-use crate::config::IngestConfig;
 use crate::ingest::spec::{self, CameraSpec};
+use crate::ingest::IngestConfig;
 use crate::media::{Frame, StreamInfo, TrackInfo, TrackKind};
 use crate::shutdown::Shutdown;
 

@@ -16,8 +16,8 @@ use tracing::{info, warn, Instrument};
 
 use super::enroll::{self, Enrollment, PairError};
 use super::identity::{self, Identity};
+use super::PairingConfig;
 use crate::audit::{Actor, AuditKind, NewEntry};
-use crate::config::PairingConfig;
 use crate::protocol::messages::EventKind;
 use crate::protocol::pairing::{self as protocol, PairResult};
 use crate::sharing::{Sharing, SharingLink};

@@ -4,12 +4,7 @@
 //!
 //! # Pieces
 //!
-//! - [`tls`]: the rustls client configuration (ring provider, city CA only, the box's
-//!   certificate; key file 0600) and the gateway id, which is the certificate's CN.
-//! - [`framing`]: PLM1, the binary framing of live feeds and clips.
 //! - [`inbox`]: requests from the center, stored durably before their PUBACK.
-//! - [`messages`]: topics and JSON payloads. Nothing that names an address, URL or credential
-//!   can be put in them.
 //! - [`outbox`]: every QoS 1 message is written to sled and flushed before it is sent, and
 //!   deleted only when the broker's PUBACK for its packet id arrives. The packet id ↔ key
 //!   bookkeeping is pure and unit-tested.
@@ -18,6 +13,11 @@
 //!   connection starts from a fresh client and the outbox is replayed from its oldest key. The
 //!   session is persistent (`clean_session = false`, client id = gateway id) so the broker
 //!   keeps the box's subscription to `request` across outages.
+//!
+//! Topics, payloads, PLM1 framing and the rustls client configuration (ring provider, city CA
+//! only, the box's certificate; key file 0600) are the wire protocol's, shared with the center:
+//! [`crate::protocol::topics`], [`crate::protocol::messages`], [`crate::protocol::framing`],
+//! [`crate::protocol::tls`].
 //!
 //! # Use
 //!

@@ -29,7 +29,7 @@ pub mod live;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -42,9 +42,51 @@ use serde_json::json;
 use tracing::{error, info, warn, Instrument};
 
 use crate::api::AppState;
-use crate::config::WebConfig;
+use crate::protocol::units::Dur;
 use crate::shutdown::Shutdown;
 use auth::{AuthError, Credentials, LoginLimiter, Sessions, SetupState};
+
+/// `[web]`: the resident web UI (`crate::web`), served by the daemon on the LAN.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the UI at all.
+    #[serde(default = "default_web_enabled")]
+    pub enabled: bool,
+    /// Address of the UI. All IPv4 interfaces by default: residents open it from a phone.
+    #[serde(default = "default_web_listen")]
+    pub listen: SocketAddr,
+    /// A session unused for this long ends.
+    #[serde(default = "default_session_idle")]
+    pub session_idle: Dur,
+    /// A session ends this long after login, used or not.
+    #[serde(default = "default_session_max")]
+    pub session_max: Dur,
+}
+
+fn default_web_enabled() -> bool {
+    true
+}
+fn default_web_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_session_idle() -> Dur {
+    Dur(Duration::from_secs(30 * 60))
+}
+fn default_session_max() -> Dur {
+    Dur(Duration::from_secs(12 * 3600))
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: default_web_enabled(),
+            listen: default_web_listen(),
+            session_idle: default_session_idle(),
+            session_max: default_session_max(),
+        }
+    }
+}
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "porchlight_session";

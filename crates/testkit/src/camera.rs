@@ -1,7 +1,9 @@
-//! A real RTSP camera for integration tests: `tests/support/rtsp_camera.py`, a GStreamer RTSP
-//! server run by Debian's `/usr/bin/python3` on a loopback port chosen at run time.
+//! A real RTSP camera for integration tests: `crates/testkit/src/rtsp_camera.py`, a GStreamer
+//! RTSP server run by Debian's `/usr/bin/python3` on a loopback port chosen at run time.
 //!
-//! ```ignore
+//! ```no_run
+//! use porchlight_testkit::camera::{Camera, Codec, Stream};
+//!
 //! let cam = Camera::builder()
 //!     .stream("main", Codec::H264)
 //!     .stream_config(Stream::new("sub", Codec::H265).size(640, 360).fps(10).gop(20))
@@ -12,10 +14,7 @@
 //! ```
 //!
 //! The camera's stderr goes to a log file (`Camera::log_path`); if a test panics while a
-//! `Camera` is alive, its `Drop` prints the tail of that log. Only std and `tempfile` are
-//! used, so any integration test can include this file.
-
-// Each integration test is its own crate and uses a different subset of this module.
+//! `Camera` is alive, its `Drop` prints the tail of that log.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;

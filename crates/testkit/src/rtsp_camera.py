@@ -3,7 +3,7 @@
 
 Run it with Debian's interpreter (PyGObject and the GstRtspServer typelib live only there):
 
-    /usr/bin/python3 tests/support/rtsp_camera.py --port 8554 \\
+    /usr/bin/python3 crates/testkit/src/rtsp_camera.py --port 8554 \\
         --stream main:h264:640x360:15:15 --stream sub:h265 --audio main \\
         --user admin --password secret --auth digest
 
@@ -27,7 +27,7 @@ A client that joins a running stream starts mid-GOP and must wait for the next k
 as with most real cameras, and its arrival does not disturb the clients already watching
 (see `behave_like_a_camera`).
 
-Contract with the test harness (tests/support/camera.rs):
+Contract with the test harness (crates/testkit/src/camera.rs):
   * stdout: exactly one line `READY rtsp://127.0.0.1:PORT`, flushed, once the server
     listens (with `--port 0` the kernel picks PORT and the line reports it);
   * stderr: human diagnostics;

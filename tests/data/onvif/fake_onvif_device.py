@@ -12,7 +12,7 @@ usage: fake_onvif_device.py BIND_IP PORT USER PASSWORD STREAM_HOST [--http-diges
        [--serial S] [--open-device-info] [--no-capabilities] [--wsd ENDPOINT_REF]
 
 --stream-port/--stream-paths: GetStreamUri names rtsp://STREAM_HOST:N/MAIN (first profile) and
-  /SUB (second) — a GStreamer RTSP camera of tests/support — instead of the Hikvision-style
+  /SUB (second) — a GStreamer RTSP camera of crates/testkit — instead of the Hikvision-style
   defaults on port 8554. User info is still put in the URI, as some firmware does.
 --serial: the SerialNumber GetDeviceInformation reports (default PC0001).
 --open-device-info: answer GetDeviceInformation without a token (many cameras do).
