@@ -45,9 +45,17 @@ pub enum ExportError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// A stored segment could not be read as MP4.
+    /// The stored segment starting at `start_ms` is not a readable fragment.
+    #[error("the stored segment at {} is damaged: {source}", crate::clock::fmt_ms(Some(*start_ms)))]
+    Damaged {
+        /// Its start (UTC ms).
+        start_ms: i64,
+        /// What the MP4 parser found.
+        source: crate::media::mp4::Mp4Error,
+    },
+    /// A stored segment could not be laid out as MP4.
     #[error("a stored segment is damaged: {0}")]
-    Media(#[from] crate::media::export::ExportError),
+    Media(#[from] crate::media::progressive::LayoutError),
     /// Writing the output failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -226,8 +234,11 @@ fn keyframe_lead_in(store: &Store, first: &SegmentMeta) -> Result<Vec<SegmentMet
 
 fn starts_with_keyframe(store: &Store, seg: &SegmentMeta) -> Result<bool, ExportError> {
     let bytes = store.read_segment(seg)?;
-    let parsed = crate::media::mp4::parse_fragment(&bytes)
-        .map_err(|source| crate::media::export::ExportError::Fragment { index: 0, source })?;
+    let parsed =
+        crate::media::mp4::parse_fragment(&bytes).map_err(|source| ExportError::Damaged {
+            start_ms: seg.start_ms,
+            source,
+        })?;
     Ok(parsed
         .tracks
         .iter()
@@ -251,7 +262,7 @@ pub async fn stream(
     let camera = plan.camera.clone();
     let mp4_plan = tokio::task::spawn_blocking(move || -> Result<_, ExportError> {
         let init = st.read_init(&camera, parts[0].init)?;
-        let mut builder = crate::media::export::ExportBuilder::new(&init)?;
+        let mut builder = crate::media::progressive::ProgressiveBuilder::new(&init)?;
         for part in &parts {
             let bytes = st.read_segment(part)?;
             if let Err(e) = builder.add_fragment(&bytes) {

@@ -148,9 +148,10 @@ impl From<ExportError> for ApiError {
             ExportError::UnknownCamera(_) => ApiError::NotFound(e.to_string()),
             ExportError::BadRange(_) => ApiError::BadRequest(e.to_string()),
             ExportError::NothingInRange { .. } => ApiError::Unavailable(e.to_string()),
-            ExportError::Store(_) | ExportError::Media(_) | ExportError::Io(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            ExportError::Store(_)
+            | ExportError::Damaged { .. }
+            | ExportError::Media(_)
+            | ExportError::Io(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

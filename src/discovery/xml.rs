@@ -340,11 +340,6 @@ impl<'a> Elem<'a> {
         self.children().find(|c| c.is(ns, local))
     }
 
-    /// The first child with this local name, in any namespace (for vendor quirks only).
-    pub fn child_any_ns(&self, local: &str) -> Option<Elem<'a>> {
-        self.children().find(|c| c.local() == local)
-    }
-
     /// Descendants in document order (not including self).
     pub fn descendants(&self) -> impl Iterator<Item = Elem<'a>> + 'a {
         // Arena indices are assigned in document order, and a subtree is contiguous.

@@ -1,4 +1,5 @@
-//! Media: fragmented-MP4 writing, GOP segmentation and MP4 export. No I/O, no network.
+//! Media: fragmented-MP4 writing, GOP segmentation and the progressive MP4 layout. No I/O, no
+//! network.
 //!
 //! Ingest hands this module [`Frame`]s (already in MP4 framing: length-prefixed NAL units for
 //! H.264/H.265, raw AAC access units) plus the sample entries retina builds for each track.
@@ -9,15 +10,16 @@
 //! - [`segmenter`] groups frames into GOP-aligned segments, one fragment per GOP, each mapped to
 //!   wall-clock time.
 //! - [`live`] cuts the live path finer: one fragment per video frame, for low latency.
-//! - [`export`] turns an init segment and a run of stored fragments into one progressive MP4.
+//! - [`progressive`] turns an init segment and a run of stored fragments into one progressive
+//!   MP4 ([`crate::export`] chooses the fragments).
 //!
 //! Timestamps: every track has its own timescale (90 kHz for video from RTP, the sample rate for
 //! AAC). `dts` values are in that timescale, counted from the start of the RTSP session.
 //! Cameras almost never send B-frames, so presentation time equals decode time (no `ctts`).
 
-pub mod export;
 pub mod live;
 pub mod mp4;
+pub mod progressive;
 pub mod segmenter;
 
 use bytes::Bytes;

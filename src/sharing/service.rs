@@ -254,14 +254,6 @@ impl Sharing {
         self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether the box has a city link (paired).
-    pub fn is_linked(&self) -> bool {
-        self.link
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }

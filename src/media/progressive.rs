@@ -1,4 +1,6 @@
-//! Export: our init segment plus a run of stored fragments become one progressive MP4.
+//! The progressive layout: our init segment plus a run of stored fragments become one
+//! progressive MP4 (`ftyp`+`moov`+`mdat`). A pure format transform: which fragments, from
+//! where, is [`crate::export`]'s business (it picks the segments of a time range).
 //!
 //! # Output
 //!
@@ -22,7 +24,7 @@
 //! Sample times are the sum of sample durations; `tfdt` is not used for placement. A gap between
 //! two fragments (camera offline, segments evicted) is therefore closed: playback jumps from the
 //! last frame before the gap to the first after it. The caller reports gaps to the user from
-//! its segment index; [`ExportPlan::discontinuities`] lists the fragments whose video `tfdt`
+//! its segment index; [`Layout::discontinuities`] lists the fragments whose video `tfdt`
 //! does not continue the previous one, as a cross-check. The small start offset between audio
 //! and video of the first fragment (under a frame) is not kept, since the export is edit-free.
 //!
@@ -31,14 +33,14 @@
 //!
 //! # Memory
 //!
-//! The sample tables are built first ([`ExportBuilder`], about 4 bytes per sample plus run
-//! lengths), then [`ExportBuilder::finish`] yields an [`ExportPlan`]: the bytes before the
+//! The sample tables are built first ([`ProgressiveBuilder`], about 4 bytes per sample plus run
+//! lengths), then [`ProgressiveBuilder::finish`] yields a [`Layout`]: the bytes before the
 //! media (`ftyp`+`moov`+`mdat` header) and a list of [`MdatPiece`]s, byte ranges of the
 //! fragments in output order. Writing the plan reads each fragment once
-//! ([`ExportPlan::write_with`] loads them on demand, e.g. from the segment files), so a long
+//! ([`Layout::write_with`] loads them on demand, e.g. from the segment files), so a long
 //! export never holds more than one fragment's bytes beyond the tables.
 //!
-//! A fragment that cannot be read is refused by [`ExportBuilder::add_fragment`] with the builder
+//! A fragment that cannot be read is refused by [`ProgressiveBuilder::add_fragment`] with the builder
 //! unchanged, so the caller may skip it (and report it like a gap) and carry on.
 
 use std::io::{self, Write};
@@ -54,7 +56,7 @@ pub const MAX_SAMPLES_PER_TRACK: usize = 1 << 26;
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ExportError {
+pub enum LayoutError {
     /// The init segment could not be read.
     #[error("unreadable init segment")]
     Init(#[source] Mp4Error),
@@ -119,7 +121,7 @@ pub struct MdatPiece {
 
 /// Summary of one exported track.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportedTrack {
+pub struct LayoutTrack {
     /// Track id (as in the init segment).
     pub track_id: u32,
     /// Video or audio.
@@ -253,7 +255,7 @@ fn ticks_to_ms(ticks: u64, timescale: u32) -> u64 {
 
 /// Collects sample tables from fragments; see the module doc.
 #[derive(Debug)]
-pub struct ExportBuilder {
+pub struct ProgressiveBuilder {
     tracks: Vec<TrackTables>,
     pieces: Vec<MdatPiece>,
     mdat_len: u64,
@@ -261,11 +263,11 @@ pub struct ExportBuilder {
     discontinuities: Vec<usize>,
 }
 
-impl ExportBuilder {
+impl ProgressiveBuilder {
     /// Starts an export for fragments written with init segment `init`.
-    pub fn new(init: &[u8]) -> Result<Self, ExportError> {
-        let info = mp4::parse_init(init).map_err(ExportError::Init)?;
-        Ok(ExportBuilder {
+    pub fn new(init: &[u8]) -> Result<Self, LayoutError> {
+        let info = mp4::parse_init(init).map_err(LayoutError::Init)?;
+        Ok(ProgressiveBuilder {
             tracks: info.tracks.into_iter().map(TrackTables::new).collect(),
             pieces: Vec::new(),
             mdat_len: 0,
@@ -277,11 +279,11 @@ impl ExportBuilder {
     /// Adds the next fragment (`moof`+`mdat`). Every call, successful or not, takes the next
     /// fragment index (0, 1, ...), which [`MdatPiece::fragment`] refers to. On error the builder
     /// is unchanged and the caller may skip the fragment and go on.
-    pub fn add_fragment(&mut self, data: &[u8]) -> Result<(), ExportError> {
+    pub fn add_fragment(&mut self, data: &[u8]) -> Result<(), LayoutError> {
         let index = self.fragments_seen;
         self.fragments_seen += 1;
         let parsed =
-            mp4::parse_fragment(data).map_err(|source| ExportError::Fragment { index, source })?;
+            mp4::parse_fragment(data).map_err(|source| LayoutError::Fragment { index, source })?;
 
         // Check everything before changing anything.
         let mut slots = Vec::with_capacity(parsed.tracks.len());
@@ -290,7 +292,7 @@ impl ExportBuilder {
                 .tracks
                 .iter()
                 .position(|t| t.init.track_id == tf.track_id)
-                .ok_or(ExportError::UnknownTrack {
+                .ok_or(LayoutError::UnknownTrack {
                     index,
                     track_id: tf.track_id,
                 })?;
@@ -301,7 +303,7 @@ impl ExportBuilder {
                 .map(|o| o.samples.len())
                 .sum();
             if self.tracks[slot].sizes.len() + added > MAX_SAMPLES_PER_TRACK {
-                return Err(ExportError::TooManySamples {
+                return Err(LayoutError::TooManySamples {
                     index,
                     track_id: tf.track_id,
                 });
@@ -351,11 +353,11 @@ impl ExportBuilder {
     }
 
     /// Computes `ftyp`+`moov`+`mdat` header. Tracks without samples are left out.
-    pub fn finish(self) -> Result<ExportPlan, ExportError> {
+    pub fn finish(self) -> Result<Layout, LayoutError> {
         let tracks: Vec<&TrackTables> =
             self.tracks.iter().filter(|t| !t.sizes.is_empty()).collect();
         if tracks.is_empty() {
-            return Err(ExportError::NoSamples);
+            return Err(LayoutError::NoSamples);
         }
         let video_entry = tracks
             .iter()
@@ -395,7 +397,7 @@ impl ExportBuilder {
 
         let exported = tracks
             .iter()
-            .map(|t| ExportedTrack {
+            .map(|t| LayoutTrack {
                 track_id: t.init.track_id,
                 kind: t.init.kind,
                 timescale: t.init.timescale,
@@ -403,7 +405,7 @@ impl ExportBuilder {
                 duration: t.duration,
             })
             .collect();
-        Ok(ExportPlan {
+        Ok(Layout {
             head,
             pieces: self.pieces,
             mdat_len: self.mdat_len,
@@ -441,21 +443,21 @@ fn write_moov(buf: &mut Vec<u8>, tracks: &[&TrackTables], base: u64, co64: bool)
 
 /// A computed export: the bytes before the media and where the media bytes come from.
 #[derive(Clone, Debug)]
-pub struct ExportPlan {
+pub struct Layout {
     head: Vec<u8>,
     pieces: Vec<MdatPiece>,
     mdat_len: u64,
-    tracks: Vec<ExportedTrack>,
+    tracks: Vec<LayoutTrack>,
     discontinuities: Vec<usize>,
 }
 
-impl ExportPlan {
+impl Layout {
     /// `ftyp` + `moov` + the `mdat` header: the first bytes of the output.
     pub fn head(&self) -> &[u8] {
         &self.head
     }
 
-    /// The fragment byte ranges that follow [`ExportPlan::head`], in order.
+    /// The fragment byte ranges that follow [`Layout::head`], in order.
     pub fn pieces(&self) -> &[MdatPiece] {
         &self.pieces
     }
@@ -466,7 +468,7 @@ impl ExportPlan {
     }
 
     /// The exported tracks.
-    pub fn tracks(&self) -> &[ExportedTrack] {
+    pub fn tracks(&self) -> &[LayoutTrack] {
         &self.tracks
     }
 
@@ -487,7 +489,7 @@ impl ExportPlan {
 
     /// Writes the output to `out`, asking `load` for each fragment it needs (once per run of
     /// pieces from the same fragment, in increasing index order). Returns the bytes written.
-    pub fn write_with<W, B, L>(&self, out: &mut W, mut load: L) -> Result<u64, ExportError>
+    pub fn write_with<W, B, L>(&self, out: &mut W, mut load: L) -> Result<u64, LayoutError>
     where
         W: Write + ?Sized,
         B: AsRef<[u8]>,
@@ -505,7 +507,7 @@ impl ExportPlan {
             };
             let bytes = bytes.as_ref();
             let Some(slice) = bytes.get(piece.range.clone()) else {
-                return Err(ExportError::FragmentChanged {
+                return Err(LayoutError::FragmentChanged {
                     index: piece.fragment,
                     len: bytes.len(),
                     range: piece.range.clone(),
@@ -519,7 +521,7 @@ impl ExportPlan {
 
     /// Writes the output to `out` from fragments in memory (the same list, in the same order,
     /// as given to the builder).
-    pub fn write_to<W, F>(&self, fragments: &[F], out: &mut W) -> Result<u64, ExportError>
+    pub fn write_to<W, F>(&self, fragments: &[F], out: &mut W) -> Result<u64, LayoutError>
     where
         W: Write + ?Sized,
         F: AsRef<[u8]>,
@@ -533,37 +535,29 @@ impl ExportPlan {
             }
         });
         match (r, missing) {
-            (Err(_), Some(index)) => Err(ExportError::MissingFragment { index }),
+            (Err(_), Some(index)) => Err(LayoutError::MissingFragment { index }),
             (r, _) => r,
         }
     }
 }
 
 /// Plans an export of `fragments` (in order) written with `init`. Fails on the first unreadable
-/// fragment; use [`ExportBuilder`] to skip such fragments instead.
-pub fn plan_export<F: AsRef<[u8]>>(
-    init: &[u8],
-    fragments: &[F],
-) -> Result<ExportPlan, ExportError> {
-    let mut builder = ExportBuilder::new(init)?;
+/// fragment; use [`ProgressiveBuilder`] to skip such fragments instead.
+pub fn plan_layout<F: AsRef<[u8]>>(init: &[u8], fragments: &[F]) -> Result<Layout, LayoutError> {
+    let mut builder = ProgressiveBuilder::new(init)?;
     for f in fragments {
         builder.add_fragment(f.as_ref())?;
     }
     builder.finish()
 }
 
-/// Exports `init` + `fragments` as one progressive MP4 into `out`; returns the bytes written.
-pub fn export_mp4_to<W, F>(init: &[u8], fragments: &[F], out: &mut W) -> Result<u64, ExportError>
-where
-    W: Write + ?Sized,
-    F: AsRef<[u8]>,
-{
-    plan_export(init, fragments)?.write_to(fragments, out)
-}
-
-/// Exports `init` + `fragments` as one progressive MP4 in memory.
-pub fn export_mp4<F: AsRef<[u8]>>(init: &[u8], fragments: &[F]) -> Result<Vec<u8>, ExportError> {
-    let plan = plan_export(init, fragments)?;
+/// `init` + `fragments` as one progressive MP4 in memory (tests and benches; the daemon
+/// streams from the segment files with [`Layout::write_with`]).
+pub fn progressive_mp4<F: AsRef<[u8]>>(
+    init: &[u8],
+    fragments: &[F],
+) -> Result<Vec<u8>, LayoutError> {
+    let plan = plan_layout(init, fragments)?;
     let mut out = Vec::with_capacity(usize::try_from(plan.total_len()).unwrap_or(0));
     plan.write_to(fragments, &mut out)?;
     Ok(out)
@@ -755,7 +749,7 @@ mod tests {
         let (input, segs) = record(&info, 3);
         assert_eq!(segs.len(), 3);
         let init = segs[0].init.clone();
-        let out = export_mp4(&init, &fragments(&segs)).expect("export");
+        let out = progressive_mp4(&init, &fragments(&segs)).expect("export");
         assert_eq!(top_types(&out), ["ftyp", "moov", "mdat"]);
         assert_eq!(&out[8..12], b"isom");
 
@@ -798,7 +792,7 @@ mod tests {
     fn export_tables_are_run_length_encoded() {
         let (_, segs) = record(&stream(false), 4);
         let init = segs[0].init.clone();
-        let out = export_mp4(&init, &fragments(&segs)).expect("export");
+        let out = progressive_mp4(&init, &fragments(&segs)).expect("export");
         let stbl = find(&out, &[b"moov", b"trak", b"mdia", b"minf", b"stbl"]);
         let stts = child(&stbl, b"stts").expect("stts");
         assert_eq!(be32(stts.body, 4), 1, "one duration run: {:?}", stts.body);
@@ -812,7 +806,7 @@ mod tests {
     #[test]
     fn export_of_constant_size_samples_uses_one_stsz_size() {
         let (_, segs) = record(&stream(true), 2);
-        let out = export_mp4(&segs[0].init, &fragments(&segs)).expect("export");
+        let out = progressive_mp4(&segs[0].init, &fragments(&segs)).expect("export");
         let (_, tracks) = read_progressive(&out);
         assert!(tracks[1].samples.iter().all(|s| s.size == 6));
         let moov = find(&out, &[b"moov"]);
@@ -837,7 +831,7 @@ mod tests {
     fn export_closes_gaps_and_reports_discontinuities() {
         let (_, segs) = record(&stream(false), 3);
         let kept = [segs[0].fragment.clone(), segs[2].fragment.clone()];
-        let plan = plan_export(&segs[0].init, &kept).expect("plan");
+        let plan = plan_layout(&segs[0].init, &kept).expect("plan");
         assert_eq!(plan.discontinuities(), &[1]);
         assert_eq!(plan.tracks()[0].samples, 10);
         assert_eq!(plan.tracks()[0].duration, 10 * 3600);
@@ -849,7 +843,7 @@ mod tests {
         let (_, tracks) = read_progressive(&out);
         assert_eq!(tracks[0].samples.len(), 10);
         // Contiguous fragments report nothing.
-        let all = plan_export(&segs[0].init, &fragments(&segs)).expect("plan");
+        let all = plan_layout(&segs[0].init, &fragments(&segs)).expect("plan");
         assert!(all.discontinuities().is_empty());
     }
 
@@ -858,11 +852,11 @@ mod tests {
         let (input, segs) = record(&stream(false), 3);
         let damaged = segs[1].fragment.slice(..segs[1].fragment.len() - 3);
         let list = [segs[0].fragment.clone(), damaged, segs[2].fragment.clone()];
-        let mut b = ExportBuilder::new(&segs[0].init).expect("init");
+        let mut b = ProgressiveBuilder::new(&segs[0].init).expect("init");
         b.add_fragment(&list[0]).expect("good");
         let err = b.add_fragment(&list[1]).expect_err("damaged");
         assert!(
-            matches!(err, ExportError::Fragment { index: 1, .. }),
+            matches!(err, LayoutError::Fragment { index: 1, .. }),
             "{err:?}"
         );
         b.add_fragment(&list[2]).expect("good");
@@ -886,11 +880,11 @@ mod tests {
     fn export_rejects_fragment_of_another_init() {
         let (_, with_audio) = record(&stream(true), 1);
         let (_, video_only) = record(&stream(false), 1);
-        let err = plan_export(&video_only[0].init, &fragments(&with_audio)).expect_err("audio");
+        let err = plan_layout(&video_only[0].init, &fragments(&with_audio)).expect_err("audio");
         assert!(
             matches!(
                 err,
-                ExportError::UnknownTrack {
+                LayoutError::UnknownTrack {
                     index: 0,
                     track_id: 2
                 }
@@ -904,12 +898,12 @@ mod tests {
         let init = crate::media::mp4::init_segment(&stream(false));
         let none: [&[u8]; 0] = [];
         assert!(matches!(
-            plan_export(&init, &none),
-            Err(ExportError::NoSamples)
+            plan_layout(&init, &none),
+            Err(LayoutError::NoSamples)
         ));
         assert!(matches!(
-            export_mp4(b"garbage!", &none),
-            Err(ExportError::Init(_))
+            progressive_mp4(b"garbage!", &none),
+            Err(LayoutError::Init(_))
         ));
     }
 
@@ -917,16 +911,16 @@ mod tests {
     fn write_reports_missing_or_changed_fragments() {
         let (_, segs) = record(&stream(false), 2);
         let frags = fragments(&segs);
-        let plan = plan_export(&segs[0].init, &frags).expect("plan");
+        let plan = plan_layout(&segs[0].init, &frags).expect("plan");
         let mut out = Vec::new();
         assert!(matches!(
             plan.write_to(&frags[..1], &mut out),
-            Err(ExportError::MissingFragment { index: 1 })
+            Err(LayoutError::MissingFragment { index: 1 })
         ));
         let shrunk = [frags[0].clone(), frags[1].slice(..10)];
         assert!(matches!(
             plan.write_to(&shrunk, &mut Vec::new()),
-            Err(ExportError::FragmentChanged { index: 1, .. })
+            Err(LayoutError::FragmentChanged { index: 1, .. })
         ));
     }
 
@@ -934,7 +928,7 @@ mod tests {
     fn write_with_loads_each_fragment_once_in_order() {
         let (_, segs) = record(&stream(true), 4);
         let frags = fragments(&segs);
-        let plan = plan_export(&segs[0].init, &frags).expect("plan");
+        let plan = plan_layout(&segs[0].init, &frags).expect("plan");
         // Video and audio of a fragment are adjacent in its mdat: one piece per fragment.
         assert_eq!(plan.pieces().len(), 4);
         let mut loads = Vec::new();
@@ -945,13 +939,13 @@ mod tests {
         })
         .expect("write");
         assert_eq!(loads, [0, 1, 2, 3]);
-        assert_eq!(out, export_mp4(&segs[0].init, &frags).expect("export"));
+        assert_eq!(out, progressive_mp4(&segs[0].init, &frags).expect("export"));
     }
 
     #[test]
     fn co64_offsets_when_past_4_gib() {
         let (_, segs) = record(&stream(false), 2);
-        let mut b = ExportBuilder::new(&segs[0].init).expect("init");
+        let mut b = ProgressiveBuilder::new(&segs[0].init).expect("init");
         for s in &segs {
             b.add_fragment(&s.fragment).expect("fragment");
         }
@@ -966,7 +960,7 @@ mod tests {
     #[test]
     fn audio_track_has_no_stss() {
         let (_, segs) = record(&stream(true), 1);
-        let out = export_mp4(&segs[0].init, &fragments(&segs)).expect("export");
+        let out = progressive_mp4(&segs[0].init, &fragments(&segs)).expect("export");
         let moov = find(&out, &[b"moov"]);
         let stbls: Vec<RawBox<'_>> = Boxes::of(&moov)
             .map(|b| b.expect("parses"))
@@ -1036,8 +1030,8 @@ mod tests {
                 return Ok(());
             }
             let frags = fragments(&segs);
-            let plan = plan_export(&segs[0].init, &frags).expect("our own fragments export");
-            let out = export_mp4(&segs[0].init, &frags).expect("export");
+            let plan = plan_layout(&segs[0].init, &frags).expect("our own fragments export");
+            let out = progressive_mp4(&segs[0].init, &frags).expect("export");
             prop_assert_eq!(out.len() as u64, plan.total_len());
             let (_, tracks) = read_progressive(&out);
             let video_frames: u64 = segs.iter().map(|g| u64::from(g.video_frames)).sum();
@@ -1564,7 +1558,7 @@ mod decoder_tests {
 
         // Progressive export, streamed through the plan.
         let frags: Vec<Bytes> = segments.iter().map(|s| s.fragment.clone()).collect();
-        let plan = plan_export(seg.init_segment(), &frags).expect("plan");
+        let plan = plan_layout(seg.init_segment(), &frags).expect("plan");
         assert_eq!(plan.tracks()[0].samples, 100);
         let mut file = std::fs::File::create(p("export.mp4")).expect("create");
         let n = plan.write_to(&frags, &mut file).expect("write export");
