@@ -616,6 +616,7 @@ impl Config {
             sharing: crate::sharing::SharingOptions {
                 ask_timeout: self.sharing.ask_timeout.0,
                 live_max_bitrate: self.sharing.live_max_kbps.saturating_mul(1000),
+                clock: crate::clock::Clock::system(),
             },
             web: self.web.enabled.then(|| self.web.clone()),
         })

@@ -115,6 +115,7 @@ pub async fn run_live(
     uplink: &UplinkHandle,
     request_id: &str,
     cap_bits_per_s: u64,
+    clock: &crate::clock::Clock,
     gate: impl Fn(i64) -> Result<(), EndReason>,
     mut stop: watch::Receiver<Option<EndReason>>,
 ) -> (EndReason, LiveReport) {
@@ -127,7 +128,8 @@ pub async fn run_live(
         cap: BitrateCap::new(cap_bits_per_s),
         skipping: false,
     };
-    let reason = stream(feed, &mut out, &gate, &mut stop).await;
+    let now_gate = || gate(clock.now_ms());
+    let reason = stream(feed, &mut out, &now_gate, &mut stop).await;
     let body = serde_json::json!({ "reason": reason.as_str() }).to_string();
     out.send(Kind::End, 0, body.as_bytes(), true);
     (reason, out.report)
@@ -136,7 +138,7 @@ pub async fn run_live(
 async fn stream(
     feed: &LiveFeed,
     out: &mut Publisher<'_>,
-    gate: &impl Fn(i64) -> Result<(), EndReason>,
+    gate: &impl Fn() -> Result<(), EndReason>,
     stop: &mut watch::Receiver<Option<EndReason>>,
 ) -> EndReason {
     let mut sub = feed.subscribe();
@@ -159,7 +161,7 @@ async fn stream(
             }
         }
     };
-    if let Err(r) = gate(crate::clock::now_ms()) {
+    if let Err(r) = gate() {
         return r;
     }
     let mut fragmenter = LiveFragmenter::new(&info);
@@ -218,9 +220,9 @@ impl Publisher<'_> {
         &mut self,
         fragmenter: &mut LiveFragmenter,
         frame: &Frame,
-        gate: &impl Fn(i64) -> Result<(), EndReason>,
+        gate: &impl Fn() -> Result<(), EndReason>,
     ) -> Option<EndReason> {
-        if let Err(r) = gate(crate::clock::now_ms()) {
+        if let Err(r) = gate() {
             return Some(r);
         }
         let key = frame.track == TrackKind::Video && frame.is_key;

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use super::live::{self, EndReason as LiveEnd};
 use super::request::{ReplayGuard, RequestBody, RequestVerifier};
 use crate::audit::{Actor, AuditKind, AuditLog, NewEntry};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::consent::{
     self, CameraRules, Cancelled, Engine, EngineOptions, EngineState, Event, Kind, Now, Refusal,
     Verdict,
@@ -63,6 +63,9 @@ pub struct SharingOptions {
     pub ask_timeout: std::time::Duration,
     /// Bitrate cap of one live feed, bits per second.
     pub live_max_bitrate: u64,
+    /// Where "now" comes from: the wall clock in the daemon, a manual or tokio-driven clock
+    /// in tests (expiry, replay windows and every stamp follow it).
+    pub clock: Clock,
 }
 
 const STATE_KEY: &[u8] = b"state";
@@ -164,7 +167,7 @@ impl Sharing {
                 self.persist()?;
                 self.stop_feed(&grant.id, LiveEnd::Revoked);
                 self.record(
-                    NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                    NewEntry::new(self.now_ms(), AuditKind::GrantEnd, Actor::Gateway)
                         .request(&grant.id)
                         .camera(&grant.camera)
                         .detail(json!({"reason": "unpaired"})),
@@ -197,7 +200,7 @@ impl Sharing {
                     None,
                 );
                 self.record(
-                    NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                    NewEntry::new(self.now_ms(), AuditKind::GrantEnd, Actor::Gateway)
                         .request(&grant.id)
                         .camera(&grant.camera)
                         .detail(json!({"reason": "gateway_restarted"})),
@@ -247,6 +250,11 @@ impl Sharing {
             }
         }
         n
+    }
+
+    /// Now, UTC ms, from the service's clock.
+    fn now_ms(&self) -> i64 {
+        self.options.clock.now_ms()
     }
 
     /// The current city link, if paired.
@@ -308,7 +316,7 @@ impl Sharing {
             status,
             reason: reason.map(str::to_owned),
             until,
-            ts: now_ms(),
+            ts: self.now_ms(),
             seq: self.next_reply_seq(),
         };
         let body = serde_json::to_vec(&r).expect("reply serialises");
@@ -365,7 +373,7 @@ impl Sharing {
 
     /// Handles one raw request from the center.
     pub fn handle_request(self: &Arc<Self>, payload: &[u8]) -> Result<(), SharingError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let peek = super::request::peek_jti(payload).unwrap_or_default();
         self.record(
             NewEntry::new(now, AuditKind::RequestReceived, Actor::Center)
@@ -404,7 +412,7 @@ impl Sharing {
         };
         let local = Now {
             utc_ms: now,
-            utc_offset_s: jiff::Zoned::now().offset().seconds(),
+            utc_offset_s: self.options.clock.utc_offset_s(),
         };
         let decision = self.engine().decide(&req, local);
         let decision = match decision {
@@ -443,7 +451,7 @@ impl Sharing {
 
     fn reject(&self, id: &str, reason: &str) -> Result<(), SharingError> {
         self.record(
-            NewEntry::new(now_ms(), AuditKind::RequestRejected, Actor::Gateway)
+            NewEntry::new(self.now_ms(), AuditKind::RequestRejected, Actor::Gateway)
                 .request(id)
                 .detail(json!({ "reason": reason })),
         )?;
@@ -477,7 +485,7 @@ impl Sharing {
 
     fn start_grant(self: &Arc<Self>, grant: consent::Grant) -> Result<(), SharingError> {
         self.record(
-            NewEntry::new(now_ms(), AuditKind::GrantStart, Actor::Gateway)
+            NewEntry::new(self.now_ms(), AuditKind::GrantStart, Actor::Gateway)
                 .request(&grant.id)
                 .camera(&grant.camera)
                 .detail(json!({"kind": grant.kind(), "until": grant.until_ms, "granted_by": grant.granted_by})),
@@ -491,7 +499,7 @@ impl Sharing {
                     self.persist()?;
                     self.reply(&grant.id, ReplyStatus::Failed, Some(reason), None);
                     self.record(
-                        NewEntry::new(now_ms(), AuditKind::GrantEnd, Actor::Gateway)
+                        NewEntry::new(self.now_ms(), AuditKind::GrantEnd, Actor::Gateway)
                             .request(&grant.id)
                             .camera(&grant.camera)
                             .detail(json!({ "reason": reason })),
@@ -615,7 +623,7 @@ impl Sharing {
             status: ReplyStatus::Completed,
             reason: None,
             until: None,
-            ts: now_ms(),
+            ts: self.now_ms(),
             seq: self.next_reply_seq(),
         };
         queue(Record::inline(
@@ -623,7 +631,7 @@ impl Sharing {
             false,
             serde_json::to_vec(&completed).expect("reply serialises"),
         ))?;
-        let entry = NewEntry::new(now_ms(), AuditKind::ClipSent, Actor::Gateway)
+        let entry = NewEntry::new(self.now_ms(), AuditKind::ClipSent, Actor::Gateway)
             .request(&grant.id)
             .camera(&grant.camera)
             .detail(json!({"queued": true, "fragments": manifest.fragments, "bytes": manifest.bytes, "sha256": manifest.sha256, "from": manifest.from, "to": manifest.to}));
@@ -660,14 +668,22 @@ impl Sharing {
                         other => LiveEnd::Refused(other.to_string()),
                     })
             };
-            let (reason, report) =
-                live::run_live(&feed, &up, &id, me.options.live_max_bitrate, gate, rx).await;
+            let (reason, report) = live::run_live(
+                &feed,
+                &up,
+                &id,
+                me.options.live_max_bitrate,
+                &me.options.clock,
+                gate,
+                rx,
+            )
+            .await;
             me.feeds
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
             info!(request = %id, camera = %camera, reason = reason.as_str(), bytes = report.bytes, "Live feed ended");
-            let entry = NewEntry::new(now_ms(), AuditKind::BytesSent, Actor::Gateway)
+            let entry = NewEntry::new(me.now_ms(), AuditKind::BytesSent, Actor::Gateway)
                 .request(&id)
                 .camera(&camera)
                 .detail(json!({"kind": "live", "bytes": report.bytes, "messages": report.messages, "dropped": report.dropped, "end": reason.as_str()}));
@@ -724,7 +740,7 @@ impl Sharing {
                 _ => AuditKind::GrantEnd,
             };
             self.record(
-                NewEntry::new(now_ms(), kind, actor)
+                NewEntry::new(self.now_ms(), kind, actor)
                     .request(ev.id())
                     .camera(camera)
                     .detail(json!({"reason": reason.as_str(), "status": status})),
@@ -736,7 +752,7 @@ impl Sharing {
 
     /// Expires pending requests and grants whose time is up. Call about once a second.
     pub fn tick(&self) -> Result<(), SharingError> {
-        let events = self.engine().expire(now_ms());
+        let events = self.engine().expire(self.now_ms());
         if events.is_empty() {
             return Ok(());
         }
@@ -746,10 +762,10 @@ impl Sharing {
 
     /// The resident approves a pending request.
     pub fn approve(self: &Arc<Self>, id: &str) -> Result<consent::Grant, SharingError> {
-        let grant = self.engine().approve(id, now_ms())?;
+        let grant = self.engine().approve(id, self.now_ms())?;
         self.persist()?;
         self.record(
-            NewEntry::new(now_ms(), AuditKind::Decision, Actor::Resident)
+            NewEntry::new(self.now_ms(), AuditKind::Decision, Actor::Resident)
                 .request(id)
                 .camera(&grant.camera)
                 .detail(json!({"verdict": "granted", "by": "resident"})),
@@ -789,7 +805,11 @@ impl Sharing {
     pub fn pause(&self) -> Result<(), SharingError> {
         let events = self.engine().pause();
         self.persist()?;
-        self.record(NewEntry::new(now_ms(), AuditKind::Pause, Actor::Resident))?;
+        self.record(NewEntry::new(
+            self.now_ms(),
+            AuditKind::Pause,
+            Actor::Resident,
+        ))?;
         self.ended(events, Actor::Resident)
     }
 
@@ -797,7 +817,11 @@ impl Sharing {
     pub fn resume(&self) -> Result<(), SharingError> {
         self.engine().resume();
         self.persist()?;
-        self.record(NewEntry::new(now_ms(), AuditKind::Resume, Actor::Resident))
+        self.record(NewEntry::new(
+            self.now_ms(),
+            AuditKind::Resume,
+            Actor::Resident,
+        ))
     }
 
     /// The resident changes a camera's rules.
@@ -809,9 +833,13 @@ impl Sharing {
         let events = self.engine().set_rules(camera, rules)?;
         self.persist()?;
         self.record(
-            NewEntry::new(now_ms(), AuditKind::ConsentRuleChanged, Actor::Resident)
-                .camera(camera)
-                .detail(json!({"before": before, "after": rules})),
+            NewEntry::new(
+                self.now_ms(),
+                AuditKind::ConsentRuleChanged,
+                Actor::Resident,
+            )
+            .camera(camera)
+            .detail(json!({"before": before, "after": rules})),
         )?;
         self.ended(events, Actor::Resident)
     }
@@ -866,3 +894,6 @@ impl Sharing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -100,7 +100,7 @@ impl UplinkSettings {
             ca_file,
             cert_file,
             key_file,
-            topic_root: "porchlight/v1".into(),
+            topic_root: crate::protocol::topics::DEFAULT_ROOT.into(),
             heartbeat_interval: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
