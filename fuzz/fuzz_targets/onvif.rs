@@ -26,15 +26,14 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = onvif::checked_stream_uri(s, approved);
-        if let Some(c) = onvif::DigestChallenge::parse(s) {
-            let _ = c.authorization(
-                "POST",
-                "/onvif/device_service",
-                "admin",
-                &porchlight::config::Secret::new("pw"),
-                "0a4f113b",
-                1,
-            );
+        if let Some(mut c) = onvif::digest_client([s]) {
+            let _ = c.respond(&http_auth::PasswordParams {
+                username: "admin",
+                password: "pw",
+                uri: "/onvif/device_service",
+                method: "POST",
+                body: None,
+            });
         }
     }
 });

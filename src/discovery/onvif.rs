@@ -629,130 +629,40 @@ pub fn checked_stream_uri(raw: &str, approved: IpAddr) -> Result<Url, OnvifError
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pure: HTTP digest (RFC 7616, with RFC 2617's MD5 and qop=auth).
+// HTTP digest (RFC 7616; RFC 2617's MD5 and qop=auth; RFC 2069 without qop): http-auth,
+// the crate retina uses for RTSP, with its digest scheme.
 
-/// A parsed `WWW-Authenticate: Digest …` challenge.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DigestChallenge {
-    /// `realm`.
-    pub realm: String,
-    /// `nonce`.
-    pub nonce: String,
-    /// `opaque`.
-    pub opaque: Option<String>,
-    /// `algorithm` (`MD5` when absent).
-    pub algorithm: String,
-    /// Whether `qop` offers `auth`.
-    pub qop_auth: bool,
-}
-
-impl DigestChallenge {
-    /// Parses a `WWW-Authenticate` value; `None` if it is not a Digest challenge we can answer
-    /// (only MD5, MD5-sess and SHA-256 are supported).
-    pub fn parse(header: &str) -> Option<DigestChallenge> {
-        let rest = header.trim();
-        let (scheme, params) = rest.split_once(char::is_whitespace)?;
-        if !scheme.eq_ignore_ascii_case("digest") || params.len() > 4096 {
+/// The digest client for the first `Digest` challenge among `WWW-Authenticate` values. Only
+/// Digest is answered: Basic over plain HTTP would put the camera's password on the LAN.
+pub fn digest_client<'a>(
+    headers: impl IntoIterator<Item = &'a str>,
+) -> Option<http_auth::DigestClient> {
+    headers.into_iter().find_map(|h| {
+        if h.len() > 4096 {
             return None;
         }
-        let mut c = DigestChallenge {
-            algorithm: "MD5".into(),
-            ..Default::default()
-        };
-        let mut s = params.trim_start();
-        while !s.is_empty() {
-            let (key, after) = s.split_once('=')?;
-            let key = key.trim().to_ascii_lowercase();
-            let after = after.trim_start();
-            let (value, next) = if let Some(q) = after.strip_prefix('"') {
-                let mut v = String::new();
-                let mut chars = q.char_indices();
-                let mut end = None;
-                while let Some((i, ch)) = chars.next() {
-                    match ch {
-                        '\\' => {
-                            if let Some((_, e)) = chars.next() {
-                                v.push(e);
-                            }
-                        }
-                        '"' => {
-                            end = Some(i + 1);
-                            break;
-                        }
-                        _ => v.push(ch),
-                    }
-                }
-                (v, &q[end?..])
-            } else {
-                let end = after.find(',').unwrap_or(after.len());
-                (after[..end].trim().to_owned(), &after[end..])
-            };
-            match key.as_str() {
-                "realm" => c.realm = value,
-                "nonce" => c.nonce = value,
-                "opaque" => c.opaque = Some(value),
-                "algorithm" => c.algorithm = value.to_ascii_uppercase(),
-                "qop" => c.qop_auth = value.split(',').any(|q| q.trim() == "auth"),
-                _ => {}
-            }
-            s = next.trim_start().trim_start_matches(',').trim_start();
-        }
-        let supported = matches!(c.algorithm.as_str(), "MD5" | "MD5-SESS" | "SHA-256");
-        (!c.nonce.is_empty() && supported).then_some(c)
-    }
+        let challenges = http_auth::parse_challenges(h).ok()?;
+        challenges
+            .iter()
+            .filter(|c| c.scheme.eq_ignore_ascii_case("digest"))
+            .find_map(|c| http_auth::DigestClient::try_from(c).ok())
+    })
+}
 
-    fn hash(&self, data: &str) -> String {
-        if self.algorithm == "SHA-256" {
-            use sha2::Digest as _;
-            hex::encode(sha2::Sha256::digest(data.as_bytes()))
-        } else {
-            use md5::Digest as _;
-            hex::encode(md5::Md5::digest(data.as_bytes()))
-        }
-    }
-
-    /// The `Authorization` header value for one request.
-    pub fn authorization(
-        &self,
-        method: &str,
-        uri: &str,
-        username: &str,
-        password: &Secret,
-        cnonce: &str,
-        nc: u32,
-    ) -> String {
-        let mut ha1 = self.hash(&format!("{username}:{}:{}", self.realm, password.expose()));
-        if self.algorithm == "MD5-SESS" {
-            ha1 = self.hash(&format!("{ha1}:{}:{cnonce}", self.nonce));
-        }
-        let ha2 = self.hash(&format!("{method}:{uri}"));
-        let nc = format!("{nc:08x}");
-        let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut h = format!(
-            r#"Digest username="{}", realm="{}", nonce="{}", uri="{}", algorithm={}"#,
-            q(username),
-            q(&self.realm),
-            q(&self.nonce),
-            q(uri),
-            if self.algorithm == "MD5-SESS" {
-                "MD5-sess"
-            } else {
-                &self.algorithm
-            }
-        );
-        let response = if self.qop_auth {
-            let r = self.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce));
-            h.push_str(&format!(r#", qop=auth, nc={nc}, cnonce="{cnonce}""#));
-            r
-        } else {
-            self.hash(&format!("{ha1}:{}:{ha2}", self.nonce))
-        };
-        h.push_str(&format!(r#", response="{response}""#));
-        if let Some(o) = &self.opaque {
-            h.push_str(&format!(r#", opaque="{}""#, q(o)));
-        }
-        h
-    }
+/// The `Authorization` value answering `client`'s challenge for `POST uri`.
+fn digest_authorization(
+    client: &mut http_auth::DigestClient,
+    uri: &str,
+    username: &str,
+    password: &Secret,
+) -> Result<String, String> {
+    client.respond(&http_auth::PasswordParams {
+        username,
+        password: password.expose(),
+        uri,
+        method: "POST",
+        body: None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -778,8 +688,7 @@ struct Client<'a> {
     agent: ureq::Agent,
     req: &'a ProbeRequest,
     offset_s: i64,
-    digest: Option<DigestChallenge>,
-    nc: u32,
+    digest: Option<http_auth::DigestClient>,
 }
 
 impl Client<'_> {
@@ -815,33 +724,27 @@ impl Client<'_> {
                     op.action()
                 ),
             );
-            if let Some(ch) = &self.digest {
-                self.nc += 1;
-                let cnonce = hex::encode(&super::net::random_bytes()[..8]);
+            if let Some(client) = &mut self.digest {
                 let uri = match url.query() {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_owned(),
                 };
-                rb = rb.header(
-                    "Authorization",
-                    ch.authorization(
-                        "POST",
-                        &uri,
-                        &self.req.username,
-                        &self.req.password,
-                        &cnonce,
-                        self.nc,
-                    ),
-                );
+                let value =
+                    digest_authorization(client, &uri, &self.req.username, &self.req.password)
+                        .map_err(|detail| OnvifError::Unauthorized {
+                            action,
+                            detail: format!("cannot answer the digest challenge: {detail}"),
+                        })?;
+                rb = rb.header("Authorization", value);
             }
             let resp = rb.send(body.as_bytes()).map_err(http)?;
             let status = resp.status().as_u16();
-            let challenge = resp
-                .headers()
-                .get_all("www-authenticate")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(DigestChallenge::parse);
+            let challenge = digest_client(
+                resp.headers()
+                    .get_all("www-authenticate")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
             let bytes = resp
                 .into_body()
                 .with_config()
@@ -850,9 +753,8 @@ impl Client<'_> {
                 .map_err(http)?;
             debug!(action, status, bytes = bytes.len(), "ONVIF reply.");
             if status == 401 {
-                if let (Some(ch), 0) = (challenge, attempt) {
-                    self.digest = Some(ch);
-                    self.nc = 0;
+                if let (Some(client), 0) = (challenge, attempt) {
+                    self.digest = Some(client);
                     continue;
                 }
                 return Err(OnvifError::Unauthorized {
@@ -899,7 +801,6 @@ pub fn identify(
         offset_s: 0,
         digest: None,
         // No HTTP digest either: an empty user name is all a challenge would get.
-        nc: 0,
     };
     parse_device_information(&c.call(&device, Op::GetDeviceInformation, false)?)
 }
@@ -922,7 +823,6 @@ pub fn answers(device_url: &str, approved: IpAddr, timeout: Duration) -> bool {
         req: &req,
         offset_s: 0,
         digest: None,
-        nc: 0,
     };
     c.call(&device, Op::GetSystemDateAndTime, false)
         .and_then(|b| parse_system_date_and_time(&b))
@@ -978,7 +878,6 @@ pub fn probe_device(req: &ProbeRequest) -> Result<DeviceReport, OnvifError> {
         req,
         offset_s: 0,
         digest: None,
-        nc: 0,
     };
     // 1. Clock, unauthenticated. A camera that refuses it still gets tokens in our time.
     let before = jiff::Timestamp::now();
@@ -1095,18 +994,22 @@ mod tests {
 
     #[test]
     fn http_digest_rfc2617_example() {
-        let c = DigestChallenge::parse(
+        let mut c = digest_client([
             r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
-        )
+        ])
         .unwrap();
-        let h = c.authorization(
-            "GET",
-            "/dir/index.html",
-            "Mufasa",
-            &Secret::new("Circle Of Life"),
-            "0a4f113b",
-            1,
-        );
+        let h = c
+            .respond_with_testing_cnonce(
+                &http_auth::PasswordParams {
+                    username: "Mufasa",
+                    password: "Circle Of Life",
+                    uri: "/dir/index.html",
+                    method: "GET",
+                    body: None,
+                },
+                "0a4f113b",
+            )
+            .unwrap();
         assert!(
             h.contains(r#"response="6629fae49393a05397450978507c4ef1""#),
             "{h}"
@@ -1114,12 +1017,38 @@ mod tests {
         assert!(
             h.contains("nc=00000001") && h.contains(r#"opaque="5ccc069c403ebaf9f0171e9517f40e41""#)
         );
-        assert!(DigestChallenge::parse(r#"Basic realm="x""#).is_none());
+    }
+
+    #[test]
+    fn only_digest_challenges_are_answered() {
+        // Basic would send the password in clear over HTTP.
+        assert!(digest_client([r#"Basic realm="x""#]).is_none());
+        assert!(digest_client([r#"Digest realm="unterminated"#]).is_none());
+        // The Digest among several challenges (Hikvision sends Basic and Digest).
+        let mut c = digest_client([
+            r#"Basic realm="cam""#,
+            r#"Digest realm="cam", nonce="n1", qop="auth""#,
+        ])
+        .unwrap();
+        let h = digest_authorization(&mut c, "/onvif/device_service", "admin", &Secret::new("pw"))
+            .unwrap();
         assert!(
-            DigestChallenge::parse(r#"Digest realm="x", nonce="n", algorithm=SHA-512-256"#)
-                .is_none()
+            h.starts_with("Digest ") && h.contains(r#"username="admin""#),
+            "{h}"
         );
-        assert!(DigestChallenge::parse(r#"Digest realm="unterminated"#).is_none());
+        assert!(!h.contains("pw\""), "{h}");
+        // RFC 2069 (no qop), as some older Dahua firmware answers.
+        let mut old = digest_client([r#"Digest realm="cam", nonce="n2""#]).unwrap();
+        let h = digest_authorization(
+            &mut old,
+            "/onvif/device_service",
+            "admin",
+            &Secret::new("pw"),
+        )
+        .unwrap();
+        assert!(!h.contains("qop="), "{h}");
+        let long = format!(r#"Digest realm="{}", nonce="n""#, "x".repeat(5000));
+        assert!(digest_client([long.as_str()]).is_none());
     }
 
     #[test]
