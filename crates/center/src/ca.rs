@@ -159,7 +159,7 @@ fn set_validity(p: &mut CertificateParams, from_s: i64, to_s: i64) -> Result<(),
 pub fn new_serial() -> Result<Vec<u8>, CenterError> {
     let mut b = super::random_bytes::<16>().map_err(|source| CenterError::File {
         what: "random source",
-        path: "/dev/urandom".into(),
+        path: "getrandom(2)".into(),
         source,
     })?;
     b[0] &= 0x7f;

@@ -1,7 +1,7 @@
 //! `porchlight-center codes issue|list`: single-use, expiring claim codes.
 //!
 //! A code is [`CLAIM_LEN`] characters of [`CLAIM_ALPHABET`] (Crockford base32 without
-//! I, L, O, U: 60 bits from `/dev/urandom`, 5 bits a character, so every character is
+//! I, L, O, U: 60 bits from the kernel CSPRNG, 5 bits a character, so every character is
 //! uniform). It is stored in the registry ([`super::store`]) with its label, the resident's
 //! registered location (kept at the center only; the box never sends or learns it) and its
 //! expiry, and printed as `ABCD-EFGH-JKMN` for a letter or a label. `codes issue` takes the
@@ -69,7 +69,7 @@ pub struct ListArgs {
 pub fn new_code() -> Result<String, CenterError> {
     let bytes = super::random_bytes::<8>().map_err(|source| CenterError::File {
         what: "random source",
-        path: "/dev/urandom".into(),
+        path: "getrandom(2)".into(),
         source,
     })?;
     Ok(code_from_bits(u64::from_be_bytes(bytes)))

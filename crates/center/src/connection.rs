@@ -64,7 +64,7 @@ impl Connection {
             .map_err(|e| CenterError::Usage(format!("TLS loading panicked: {e}")))??;
         let suffix = hex::encode(super::random_bytes::<4>().map_err(|e| CenterError::File {
             what: "random source",
-            path: "/dev/urandom".into(),
+            path: "getrandom(2)".into(),
             source: e,
         })?);
         let mut o = MqttOptions::new(

@@ -6,7 +6,7 @@
 //!   `openssl pkey -pubout` writes it: what a box's `uplink.center_request_key_file` takes.
 //!
 //! The private key is PKCS#8 v1 (RFC 5208 form, no embedded public key), the form OpenSSL
-//! writes and reads. The 32 secret bytes come from `/dev/urandom`. Existing files are not overwritten unless
+//! writes and reads. The 32 secret bytes come from the kernel CSPRNG. Existing files are not overwritten unless
 //! `--force` is given.
 
 use std::io::Write;
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<ExitCode, CenterError> {
     let public_path = args.out.join(PUBLIC_FILE);
     let secret = super::random_bytes::<32>().map_err(|source| CenterError::File {
         what: "random source",
-        path: "/dev/urandom".into(),
+        path: "getrandom(2)".into(),
         source,
     })?;
     let key = SigningKey::from_bytes(&secret);

@@ -193,11 +193,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CenterError> {
     })
 }
 
-/// `n` bytes from `/dev/urandom` (keys and request ids).
+/// `N` bytes from the kernel's CSPRNG through ring (keys, serials, claim codes, request ids):
+/// the center's one random source.
 pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    use std::io::Read;
+    use ring::rand::SecureRandom;
     let mut buf = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| std::io::Error::other("the system CSPRNG failed"))?;
     Ok(buf)
 }
 

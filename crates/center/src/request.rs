@@ -172,7 +172,7 @@ pub struct CancelArgs {
 pub fn new_jti() -> Result<String, CenterError> {
     let bytes = super::random_bytes::<16>().map_err(|source| CenterError::File {
         what: "random source",
-        path: "/dev/urandom".into(),
+        path: "getrandom(2)".into(),
         source,
     })?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))

@@ -293,7 +293,8 @@ impl CenterDir {
     }
 }
 
-/// Writes `path` as a whole: temp file with `mode`, fsync, rename, fsync of the directory.
+/// Writes `path` as a whole: temp file with `mode`, fsync, rename, fsync of the directory (the
+/// center's one durable write; the box's is `porchlight::fsutil::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CenterError> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -306,16 +307,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CenterEr
     f.write_all(bytes).map_err(file_err("file", &tmp))?;
     f.sync_all().map_err(file_err("file", &tmp))?;
     std::fs::rename(&tmp, path).map_err(file_err("file", path))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        }) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The rename is durable only once the directory is.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_err("directory", dir))
 }
 
 /// An audit line: `{"ts":…,"event":…, …fields}`.
