@@ -698,12 +698,7 @@ fn check_pairing(p: &PairingConfig, problems: &mut Vec<String>) {
     }
 }
 
-fn valid_topic_root(root: &str) -> bool {
-    !(root.is_empty()
-        || root.starts_with('/')
-        || root.ends_with('/')
-        || root.contains(['+', '#', '\0']))
-}
+use crate::protocol::topics::valid_root as valid_topic_root;
 
 /// Checks `[uplink]`, adding every problem; returns the settings of a configured identity (when
 /// the four identity keys are there and there is no problem) and the tunables for a paired one.

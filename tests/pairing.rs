@@ -379,3 +379,170 @@ fn renewal_switches_certificates_without_losing_queued_messages() {
         "the renewal is audited"
     );
 }
+
+/// Issue 13, property 1: whoever can publish on the box's `cert` topic (here the `center`
+/// account, as a compromised broker could) answers a renewal with a certificate from its own
+/// CA, that CA, and its own request key "signed" by it. The box refuses the answer, audits it,
+/// keeps its identity byte for byte, and after a restart still verifies requests with the
+/// city's key: one signed by the rogue key is rejected `bad_signature`.
+#[test]
+fn a_renewal_answer_with_a_rogue_ca_and_request_key_changes_nothing() {
+    use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    use porchlight::protocol::pairing::{CsrMessage, PairResult};
+    use porchlight::protocol::request::{sign_request, Claims, RequestKind};
+
+    let broker = Broker::start_city(CityOptions::default());
+    let code = issue_codes(&broker, 1, &[]).remove(0);
+    let mut d = Daemon::start(&box_config(&broker, ""));
+    let gw = {
+        let _serve = serve(&broker, &["--lifetime", "90d"]);
+        let (ok, out) = pair(&d, &code, &[]);
+        assert!(ok, "{out}");
+        d.get("/api/v1/pairing")["gateway_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The genuine center is gone: only the rogue answers from here on.
+    let files = identity_files(&d);
+    let read = |name: &str| std::fs::read(files.join(name)).unwrap();
+    let before: Vec<(String, Vec<u8>)> = ["ca.pem", "cert.pem", "request_key.pem", "key.pem"]
+        .iter()
+        .map(|n| (n.to_string(), read(n)))
+        .collect();
+
+    let csrs = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/+/csr"), &[]);
+    let audits = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/{gw}/audit"), &[]);
+    // Renew at once: certificates live 90 days, renew with 100 days left.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        cfg.replace("[pairing]\n", "[pairing]\nrenew_before = \"100d\"\n"),
+    )
+    .unwrap();
+    assert!(d.stop(), "clean stop");
+    d.restart();
+    let csr_msg = csrs.wait(Duration::from_secs(30), "a renewal CSR", |m| !m.is_empty());
+    let csr: CsrMessage = serde_json::from_str(&csr_msg[0].payload).expect("CSR message");
+
+    // The rogue CA signs the box's own CSR (so the certificate carries the box's key).
+    let rogue_key = rcgen::KeyPair::generate().unwrap();
+    let mut rogue_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    rogue_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    rogue_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "rogue CA");
+    let rogue_ca = rogue_params.self_signed(&rogue_key).unwrap();
+    let issuer = rcgen::Issuer::new(rogue_params, &rogue_key);
+    let cert = rcgen::CertificateSigningRequestParams::from_pem(&csr.csr)
+        .unwrap()
+        .signed_by(&issuer)
+        .unwrap();
+    let rogue_request = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
+    let rogue_pub = rogue_request
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    let sig = {
+        use base64::Engine as _;
+        use rcgen::SigningKey as _;
+        let s = rogue_key
+            .sign(&porchlight::protocol::pairing::request_key_statement(
+                &rogue_pub,
+            ))
+            .unwrap();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    };
+    let answer = PairResult {
+        v: 1,
+        ok: true,
+        error: None,
+        message: None,
+        gateway_id: Some(gw.clone()),
+        certificate: Some(cert.pem()),
+        ca: Some(rogue_ca.pem()),
+        request_key: Some(rogue_pub),
+        request_key_sig: Some(sig),
+        broker: None,
+        topic_root: None,
+        not_after: None,
+    };
+    let out = broker.publish(
+        Some(&broker.center),
+        &format!("{ROOT}/gw/{gw}/cert"),
+        &serde_json::to_string(&answer).unwrap(),
+        false,
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    // Refused and audited (the audit entry reaches the city too).
+    let got = audits.wait(
+        Duration::from_secs(30),
+        "the refusal in the audit log",
+        |m| m.iter().any(|m| m.payload.contains("renewal_refused")),
+    );
+    let refusal = got
+        .iter()
+        .find(|m| m.payload.contains("renewal_refused"))
+        .unwrap();
+    assert!(
+        refusal.payload.contains("bad_answer"),
+        "{}",
+        refusal.payload
+    );
+    for (name, bytes) in &before {
+        assert_eq!(&read(name), bytes, "{name} changed");
+    }
+
+    // After a restart (no renewal now), requests are checked with the city's key only.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, cfg.replace("renew_before = \"100d\"\n", "")).unwrap();
+    assert!(d.stop(), "clean stop");
+    d.restart();
+    wait_for("the link up again", Duration::from_secs(20), || {
+        (d.get("/api/v1/uplink")["state"] == "connected").then_some(())
+    });
+    let replies = broker.subscribe(Some(&broker.center), &format!("{ROOT}/gw/{gw}/reply"), &[]);
+    let city_request = ed25519_dalek::SigningKey::from_pkcs8_pem(
+        &std::fs::read_to_string(center_dir(&broker).join("request-key.pem")).unwrap(),
+    )
+    .expect("the city's request key");
+    let now = jiff::Timestamp::now().as_second();
+    let claims = |jti: &str| Claims {
+        jti: jti.into(),
+        iat: now,
+        exp: now + 300,
+        gw: gw.clone(),
+        kind: RequestKind::Live,
+        camera: "nocam".into(),
+        from: None,
+        to: None,
+        duration_s: Some(10),
+        target: None,
+        reason: Some("test".into()),
+        case: None,
+        requester: Some("officer".into()),
+        emergency: false,
+    };
+    for (jti, key) in [("rogue-1", &rogue_request), ("city-1", &city_request)] {
+        let out = broker.publish(
+            Some(&broker.center),
+            &format!("{ROOT}/gw/{gw}/request"),
+            &sign_request(&claims(jti), key),
+            false,
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let got = replies.wait(Duration::from_secs(30), "both replies", |m| m.len() >= 2);
+    let reply = |jti: &str| -> Value {
+        got.iter()
+            .filter_map(|m| serde_json::from_str::<Value>(&m.payload).ok())
+            .find(|v| v["request_id"] == jti)
+            .unwrap_or_else(|| panic!("no reply to {jti}: {got:?}"))
+    };
+    assert_eq!(reply("rogue-1")["status"], "rejected");
+    assert_eq!(reply("rogue-1")["reason"], "bad_signature");
+    // The city's key still verifies: it gets past the signature to the camera check.
+    assert_eq!(reply("city-1")["status"], "rejected");
+    assert_eq!(reply("city-1")["reason"], "unknown_camera");
+}

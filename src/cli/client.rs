@@ -31,7 +31,10 @@ impl Client {
                 token_path.display()
             )
         })?;
+        // No proxy, whatever the environment says: the token and camera passwords go to the
+        // daemon on loopback and nowhere else (ureq reads ALL_PROXY/HTTPS_PROXY by default).
         let agent = ureq::Agent::config_builder()
+            .proxy(None)
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(600)))
             .build()

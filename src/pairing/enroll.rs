@@ -307,12 +307,35 @@ pub async fn exchange(e: &Enrollment, csr_json: Vec<u8>) -> Result<PairResult, P
         .map_err(|err| PairError::BadAnswer(format!("not a pairing result: {err}")))
 }
 
-/// Checks a [`PairResult`] against the key the box generated (and, at renewal, its gateway
-/// id), and turns it into the files and facts to store.
+/// What the box already trusts when it reads an answer, so that no answer can replace it.
+///
+/// - At pairing: `ca_pem` is the CA the resident gave (`--ca`, `pairing.ca_file`), the one that
+///   authenticated the pairing listener; there is no request key yet.
+/// - At renewal: the current identity's `ca.pem` and request key.
+#[derive(Clone, Copy, Debug)]
+pub struct Anchors<'a> {
+    /// The city CA, PEM.
+    pub ca_pem: &'a str,
+    /// The center's request key held now, SPKI PEM.
+    pub request_key: Option<&'a str>,
+}
+
+/// Checks a [`PairResult`] against the key the box generated, the trust anchors it already
+/// holds (and, at renewal, its gateway id), and turns it into the files and facts to store.
+///
+/// Pinning, so that whoever can publish on the answer topic (a compromised broker, a center
+/// account) gains nothing:
+/// - the answer's CA must be the anchored CA (same certificates); the certificate must chain
+///   to it. The CA is never replaced by an answer;
+/// - a request key is taken only if it is the one already held, or if the anchored CA signed it
+///   ([`crate::protocol::pairing::verify_request_key`]: this is how the city rotates it). An
+///   answer without a key keeps the one held;
+/// - the topic root must be a valid root.
 pub fn accept(
     result: PairResult,
     key: &rcgen::KeyPair,
     expect_gw: Option<&str>,
+    anchors: Anchors<'_>,
     default_broker: (&str, u16),
     default_root: &str,
 ) -> Result<(IdentityFiles, IdentityInfo), PairError> {
@@ -335,7 +358,15 @@ pub fn accept(
         }
     }
     let cert_pem = result.certificate.ok_or_else(|| bad("no certificate"))?;
-    let ca_pem = result.ca.ok_or_else(|| bad("no CA"))?;
+    if let Some(ca) = &result.ca {
+        if !crate::protocol::pairing::same_certificates(ca, anchors.ca_pem) {
+            return Err(bad(
+                "the answer carries another CA than the city CA this box trusts; refused \
+                 (a CA is never replaced by an answer)",
+            ));
+        }
+    }
+    let ca_pem = anchors.ca_pem.to_owned();
     let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| PairError::BadAnswer(format!("certificate is not PEM: {e}")))?;
     let (cn, not_before, not_after) =
@@ -371,13 +402,30 @@ pub fn accept(
         .verify_client_cert(&cert, &[], UnixTime::now())
         .map_err(|e| {
             PairError::BadAnswer(format!(
-                "the certificate does not chain to the city CA in the answer: {e}"
+                "the certificate does not chain to the city CA this box trusts: {e}"
             ))
         })?;
-    if let Some(k) = &result.request_key {
-        crate::sharing::request::public_key_from_pem(k).map_err(|e| {
-            PairError::BadAnswer(format!("the center's request key is not Ed25519: {e}"))
-        })?;
+    let request_key = match (&result.request_key, anchors.request_key) {
+        (None, held) => held.map(str::to_owned),
+        (Some(k), Some(held)) if k.trim() == held.trim() => Some(held.to_owned()),
+        (Some(k), _) => {
+            let sig = result.request_key_sig.as_deref().ok_or_else(|| {
+                bad("the answer carries a request key the city CA did not sign; refused")
+            })?;
+            crate::protocol::pairing::verify_request_key(anchors.ca_pem, k, sig)
+                .map_err(PairError::BadAnswer)?;
+            crate::sharing::request::public_key_from_pem(k).map_err(|e| {
+                PairError::BadAnswer(format!("the center's request key is not Ed25519: {e}"))
+            })?;
+            Some(k.clone())
+        }
+    };
+    if let Some(root) = &result.topic_root {
+        if !crate::protocol::topics::valid_root(root) {
+            return Err(bad(
+                "the topic root in the answer is not a valid topic root",
+            ));
+        }
     }
     let broker = match &result.broker {
         Some(b) => {
@@ -393,7 +441,7 @@ pub fn accept(
             key_pem: key.serialize_pem(),
             cert_pem,
             ca_pem,
-            request_key_pem: result.request_key,
+            request_key_pem: request_key,
         },
         IdentityInfo {
             gateway_id: gw,
@@ -441,6 +489,13 @@ mod tests {
         p
     }
 
+    fn anchors(ca_pem: &str) -> Anchors<'_> {
+        Anchors {
+            ca_pem,
+            request_key: None,
+        }
+    }
+
     fn ok_result(cert: String, ca: String, gw: &str) -> PairResult {
         PairResult {
             v: 1,
@@ -451,6 +506,7 @@ mod tests {
             certificate: Some(cert),
             ca: Some(ca),
             request_key: None,
+            request_key_sig: None,
             broker: Some("mqtts://city.example:8883".into()),
             topic_root: None,
             not_after: None,
@@ -460,12 +516,14 @@ mod tests {
     #[test]
     fn a_good_answer_is_accepted_and_a_foreign_key_is_not() {
         let ca = ca();
+        let ca_pem = ca.0.pem();
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = issue(&ca, &key, "gw-abc");
         let (files, info) = accept(
             ok_result(cert.clone(), ca.0.pem(), "gw-abc"),
             &key,
             None,
+            anchors(&ca.0.pem()),
             ("pair.example", 8884),
             "porchlight/v1",
         )
@@ -481,6 +539,7 @@ mod tests {
             ok_result(issue(&ca, &other, "gw-abc"), ca.0.pem(), "gw-abc"),
             &key,
             None,
+            anchors(&ca_pem),
             ("p", 1),
             "r",
         )
@@ -493,6 +552,7 @@ mod tests {
             ok_result(issue(&rogue, &key, "gw-abc"), ca.0.pem(), "gw-abc"),
             &key,
             None,
+            anchors(&ca_pem),
             ("p", 1),
             "r",
         )
@@ -504,6 +564,7 @@ mod tests {
             ok_result(cert, ca.0.pem(), "gw-abc"),
             &key,
             Some("gw-other"),
+            anchors(&ca_pem),
             ("p", 1),
             "r",
         )
@@ -513,11 +574,13 @@ mod tests {
 
     #[test]
     fn refusals_become_plain_words() {
+        let ca_pem = ca().0.pem();
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let e = accept(
             PairResult::refused(PairErrorCode::CodeUsed, "used on 2026-11-01"),
             &key,
             None,
+            anchors(&ca_pem),
             ("p", 1),
             "r",
         )
@@ -533,5 +596,82 @@ mod tests {
         let parsed = rcgen::CertificateSigningRequestParams::from_pem(&pem).unwrap();
         use rcgen::PublicKeyData;
         assert_eq!(parsed.public_key.der_bytes(), key.public_key_raw());
+    }
+
+    /// A request key vouched for by `ca`, as `porchlight-center serve` sends it.
+    fn signed_key(ca: &(rcgen::Certificate, rcgen::KeyPair), pem: &str) -> String {
+        use base64::Engine as _;
+        use rcgen::SigningKey as _;
+        let sig =
+            ca.1.sign(&crate::protocol::pairing::request_key_statement(pem))
+                .unwrap();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    }
+
+    fn ed25519_pem(seed: u8) -> String {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap()
+    }
+
+    #[test]
+    fn trust_anchors_are_pinned_against_the_answer() {
+        let city = ca();
+        let city_pem = city.0.pem();
+        let rogue = ca();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let held = ed25519_pem(1);
+        let renewal = Anchors {
+            ca_pem: &city_pem,
+            request_key: Some(&held),
+        };
+
+        // A rogue CA in the answer, even with a certificate it issued: refused.
+        let mut r = ok_result(issue(&rogue, &key, "gw-a"), rogue.0.pem(), "gw-a");
+        let e = accept(r.clone(), &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap_err();
+        assert!(e.to_string().contains("another CA"), "{e}");
+        // The rogue CA alongside the real one: still another set, refused.
+        r.ca = Some(format!("{city_pem}{}", rogue.0.pem()));
+        let e = accept(r, &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap_err();
+        assert!(e.to_string().contains("another CA"), "{e}");
+
+        // A new request key without the city CA's signature, or signed by a rogue CA: refused.
+        let cert = issue(&city, &key, "gw-a");
+        let mut r = ok_result(cert.clone(), city_pem.clone(), "gw-a");
+        r.request_key = Some(ed25519_pem(2));
+        let e = accept(r.clone(), &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap_err();
+        assert!(e.to_string().contains("did not sign"), "{e}");
+        r.request_key_sig = Some(signed_key(&rogue, &ed25519_pem(2)));
+        let e = accept(r.clone(), &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap_err();
+        assert!(e.to_string().contains("not signed by the city CA"), "{e}");
+
+        // Signed by the city CA: a rotation, accepted.
+        r.request_key_sig = Some(signed_key(&city, &ed25519_pem(2)));
+        let (files, _) = accept(r, &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap();
+        assert_eq!(
+            files.request_key_pem.as_deref(),
+            Some(ed25519_pem(2).as_str())
+        );
+
+        // No key in the answer, or the same one unsigned: the held key stays.
+        let r = ok_result(cert.clone(), city_pem.clone(), "gw-a");
+        let (files, _) = accept(r, &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap();
+        assert_eq!(files.request_key_pem.as_deref(), Some(held.as_str()));
+        let mut r = ok_result(cert.clone(), city_pem.clone(), "gw-a");
+        r.request_key = Some(held.clone());
+        let (files, _) = accept(r, &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap();
+        assert_eq!(files.request_key_pem.as_deref(), Some(held.as_str()));
+        assert!(crate::protocol::pairing::same_certificates(
+            &files.ca_pem,
+            &city_pem
+        ));
+
+        // A topic root with a wildcard: refused.
+        let mut r = ok_result(cert, city_pem.clone(), "gw-a");
+        r.topic_root = Some("porchlight/#".into());
+        let e = accept(r, &key, Some("gw-a"), renewal, ("p", 1), "r").unwrap_err();
+        assert!(e.to_string().contains("topic root"), "{e}");
     }
 }

@@ -447,8 +447,20 @@ impl CityLink {
         };
         info!(broker = %format!("{host}:{port}"), "Pairing: CSR sent, waiting for the city");
         let answer = enroll::exchange(&e, enroll::csr_message(csr)).await?;
-        let (files, info) =
-            enroll::accept(answer, &key, None, (&host, 8883), &self.pairing.topic_root)?;
+        // The answer is tied to the CA that authenticated the pairing listener.
+        let pairing_ca = String::from_utf8_lossy(&e.ca_pem).into_owned();
+        let anchors = enroll::Anchors {
+            ca_pem: &pairing_ca,
+            request_key: None,
+        };
+        let (files, info) = enroll::accept(
+            answer,
+            &key,
+            None,
+            anchors,
+            (&host, 8883),
+            &self.pairing.topic_root,
+        )?;
         let data_dir = self.data_dir.clone();
         let lock = self.files.clone();
         let id = tokio::task::spawn_blocking(move || {
@@ -579,13 +591,41 @@ impl CityLink {
         let current = identity::load(&self.data_dir)?.ok_or(PairError::NotPaired)?;
         let (host, port) = crate::uplink::parse_broker("identity broker", &current.info.broker)
             .map_err(PairError::BadAnswer)?;
-        let (files, mut info) = enroll::accept(
+        // Pinned: the CA and the request key held now (an answer cannot replace them).
+        let held_ca = std::fs::read_to_string(current.ca_file())
+            .map_err(|e| PairError::Setup(format!("cannot read the current city CA: {e}")))?;
+        let held_key = current.request_key();
+        let anchors = enroll::Anchors {
+            ca_pem: &held_ca,
+            request_key: held_key.as_deref(),
+        };
+        let (files, mut info) = match enroll::accept(
             answer,
             &key,
             Some(gw),
+            anchors,
             (&host, port),
             &current.info.topic_root,
-        )?;
+        ) {
+            Ok(ok) => ok,
+            Err(e) => {
+                warn!(gateway = %gw, error = %e, "Renewal answer refused; the identity is unchanged");
+                if let Err(ae) = self.sharing.append_audit(
+                    NewEntry::new(crate::clock::now_ms(), AuditKind::Pairing, Actor::Gateway)
+                        .detail(serde_json::json!({
+                            "action": "renewal_refused",
+                            "gateway_id": gw,
+                            "reason": e.code(),
+                            "detail": e.to_string(),
+                        })),
+                ) {
+                    warn!(error = %ae, "Audit of a refused renewal failed");
+                }
+                return Err(e);
+            }
+        };
+        let key_rotated =
+            files.request_key_pem.as_deref().map(str::trim) != held_key.as_deref().map(str::trim);
         info.paired_at = current.info.paired_at;
         // The broker and topic root stay what pairing set (a renewal is not a move).
         info.broker = current.info.broker.clone();
@@ -612,7 +652,7 @@ impl CityLink {
         });
         if let Err(e) = self.sharing.append_audit(
             NewEntry::new(crate::clock::now_ms(), AuditKind::Pairing, Actor::Gateway).detail(
-                serde_json::json!({"action": "renewed", "gateway_id": gw, "not_after": na}),
+                serde_json::json!({"action": "renewed", "gateway_id": gw, "not_after": na, "request_key_rotated": key_rotated}),
             ),
         ) {
             warn!(error = %e, "Audit of the renewal failed");

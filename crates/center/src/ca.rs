@@ -173,6 +173,21 @@ pub fn now_s() -> i64 {
 }
 
 impl CityCa {
+    /// The CA's signature (base64url) over the request-key statement of `request_key_pem`
+    /// (`porchlight_protocol::pairing::request_key_statement`): what lets a box take the key
+    /// from an answer that came through the broker.
+    pub fn sign_request_key(&self, request_key_pem: &str) -> Result<String, CenterError> {
+        use base64::Engine as _;
+        use rcgen::SigningKey as _;
+        let msg = porchlight_protocol::pairing::request_key_statement(request_key_pem);
+        let sig = self
+            .issuer
+            .key()
+            .sign(&msg)
+            .map_err(rc("cannot sign the request key"))?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig))
+    }
+
     /// Loads `ca.pem` and `ca.key` (which must be 0600) from `dir`.
     pub fn load(dir: &CenterDir) -> Result<CityCa, CenterError> {
         dir.check_initialized()?;

@@ -134,6 +134,8 @@ impl Context<'_> {
             certificate: Some(b.certificate.clone()),
             ca: Some(self.ca.pem.clone()),
             request_key: Some(self.request_key.to_owned()),
+            // The CA vouches for the key, so a broker cannot swap it (checked by every box).
+            request_key_sig: self.ca.sign_request_key(self.request_key).ok(),
             broker: self.broker.map(str::to_owned),
             topic_root: Some(self.root.to_owned()),
             not_after: Some(b.not_after),

@@ -71,6 +71,73 @@ pub fn display_claim(code: &str) -> String {
         .join("-")
 }
 
+/// The bytes the city CA signs to vouch for a request key: a fixed context line, then the
+/// key's PEM exactly as sent. The context keeps the signature from meaning anything else (a
+/// certificate's DER never starts with it).
+pub fn request_key_statement(request_key_pem: &str) -> Vec<u8> {
+    let mut m = b"porchlight request key v1\n".to_vec();
+    m.extend_from_slice(request_key_pem.as_bytes());
+    m
+}
+
+/// Checks `sig` (base64url) over [`request_key_statement`] of `request_key_pem` against each
+/// certificate of `ca_pem` (the CA the box already trusts); `Ok` if one of them signed it.
+pub fn verify_request_key(ca_pem: &str, request_key_pem: &str, sig: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| "the request key signature is not base64url".to_owned())?;
+    let msg = request_key_statement(request_key_pem);
+    let mut any = false;
+    for der in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let der = der.map_err(|e| format!("CA is not PEM: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("CA certificate: {e}"))?;
+        any = true;
+        let spki = cert.public_key();
+        let key = spki.subject_public_key.data.as_ref();
+        let oid = spki.algorithm.algorithm.to_id_string();
+        let algs: &[&dyn ring::signature::VerificationAlgorithm] = match oid.as_str() {
+            // id-ecPublicKey: P-256 (what `porchlight-center ca init` makes), or P-384.
+            "1.2.840.10045.2.1" => &[
+                &ring::signature::ECDSA_P256_SHA256_ASN1,
+                &ring::signature::ECDSA_P384_SHA384_ASN1,
+            ],
+            "1.3.101.112" => &[&ring::signature::ED25519],
+            "1.2.840.113549.1.1.1" => &[&ring::signature::RSA_PKCS1_2048_8192_SHA256],
+            _ => &[],
+        };
+        if algs.iter().any(|a| {
+            ring::signature::UnparsedPublicKey::new(*a, key)
+                .verify(&msg, &sig)
+                .is_ok()
+        }) {
+            return Ok(());
+        }
+    }
+    Err(if any {
+        "the request key is not signed by the city CA".to_owned()
+    } else {
+        "no CA certificate to check the request key against".to_owned()
+    })
+}
+
+/// Whether two PEM bundles hold the same set of certificates (by DER, order and text around
+/// them ignored). An unreadable bundle equals nothing.
+pub fn same_certificates(a: &str, b: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let set = |pem: &str| -> Option<std::collections::BTreeSet<Vec<u8>>> {
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .map(|c| c.ok().map(|c| c.as_ref().to_vec()))
+            .collect()
+    };
+    match (set(a), set(b)) {
+        (Some(x), Some(y)) => !x.is_empty() && x == y,
+        _ => false,
+    }
+}
+
 /// Box → center: a certificate signing request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +214,11 @@ pub struct PairResult {
     /// The center's Ed25519 request key (SPKI PEM) that signs requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_key: Option<String>,
+    /// The city CA's signature over [`request_key_statement`] of `request_key` (base64url, no
+    /// padding; ECDSA as ASN.1 DER). Without it a box takes no request key it does not already
+    /// hold: a broker cannot hand it another one (see [`verify_request_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key_sig: Option<String>,
     /// The broker for normal operation, `mqtts://host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
@@ -170,6 +242,7 @@ impl PairResult {
             certificate: None,
             ca: None,
             request_key: None,
+            request_key_sig: None,
             broker: None,
             topic_root: None,
             not_after: None,

@@ -14,6 +14,15 @@
 /// The default topic root.
 pub const DEFAULT_ROOT: &str = "porchlight/v1";
 
+/// Whether `root` can be a topic root: not empty, no leading or trailing `/`, no wildcard or
+/// NUL (it is the prefix of every topic a box uses, so a `#` would widen them all).
+pub fn valid_root(root: &str) -> bool {
+    !(root.is_empty()
+        || root.starts_with('/')
+        || root.ends_with('/')
+        || root.contains(['+', '#', '\0']))
+}
+
 /// The leaf of a per-gateway topic with no request id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Leaf {
