@@ -131,10 +131,17 @@ pub struct SharingConfig {
     /// than stalls.
     #[serde(default = "default_live_max_kbps")]
     pub live_max_kbps: u64,
+    /// Requests that fail before their signature verifies (junk, too large, unsigned) are
+    /// written to the audit log as one summary per this period, not one entry each.
+    #[serde(default = "default_rejected_summary")]
+    pub rejected_summary: Dur,
 }
 
 fn default_ask_timeout() -> Dur {
     Dur(Duration::from_secs(600))
+}
+fn default_rejected_summary() -> Dur {
+    Dur(Duration::from_secs(60))
 }
 fn default_live_max_kbps() -> u64 {
     8_000
@@ -145,6 +152,7 @@ impl Default for SharingConfig {
         SharingConfig {
             ask_timeout: default_ask_timeout(),
             live_max_kbps: default_live_max_kbps(),
+            rejected_summary: default_rejected_summary(),
         }
     }
 }
@@ -582,6 +590,9 @@ impl Config {
         if self.sharing.ask_timeout.0 < Duration::from_secs(10) {
             problems.push("sharing.ask_timeout must be at least 10s".to_owned());
         }
+        if self.sharing.rejected_summary.0 < Duration::from_secs(1) {
+            problems.push("sharing.rejected_summary must be at least 1s".to_owned());
+        }
         if self.sharing.live_max_kbps < 64 {
             problems.push("sharing.live_max_kbps must be at least 64".to_owned());
         }
@@ -617,6 +628,8 @@ impl Config {
                 ask_timeout: self.sharing.ask_timeout.0,
                 live_max_bitrate: self.sharing.live_max_kbps.saturating_mul(1000),
                 clock: crate::clock::Clock::system(),
+                unverified_summary_every: self.sharing.rejected_summary.0,
+                reject_issued_before: None,
             },
             web: self.web.enabled.then(|| self.web.clone()),
         })

@@ -83,7 +83,14 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         cameras: cameras.clone(),
         sharing: sharing_cell.clone(),
     });
-    let sharing = open_sharing(&store, &cameras, cfg.sharing.clone())?;
+    let mut sharing_options = cfg.sharing.clone();
+    if report.index_moved_to.is_some() {
+        // The replay record went with the damaged index: a request issued before now may have
+        // been seen already, so none is accepted (the center asks again with a fresh one).
+        sharing_options.reject_issued_before = Some(crate::clock::now_ms() / 1000);
+        warn!("Replay record lost with the index; requests issued before now will be refused");
+    }
+    let sharing = open_sharing(&store, &cameras, sharing_options)?;
     let _ = sharing_cell.set(sharing.clone());
     let link = crate::pairing::link::CityLink::new(
         cfg.data_dir.clone(),

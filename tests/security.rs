@@ -79,3 +79,172 @@ fn the_cli_ignores_proxies_from_the_environment() {
         token.len()
     );
 }
+
+/// Bytes in the files under `dir` (what the flood could have added).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    n
+}
+
+/// Issue 13, property 5: 500 garbage and 500 oversized publishes on the box's request topic
+/// grow its data directory by less than 1 MiB, write no audit entry each (one summary per
+/// period instead, with the reasons counted), get a bounded number of replies, and leave a
+/// chain that verifies. A genuine request right after still gets its own entries.
+#[test]
+fn a_flood_of_the_request_topic_cannot_fill_the_disk() {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use porchlight::protocol::request::{sign_request, Claims, RequestKind};
+    use porchlight_center::connection::Connection;
+    use porchlight_center::settings::Settings;
+    use support::mosquitto::Broker;
+
+    let broker = Broker::start();
+    let gw = broker.identity("gw-1");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let pub_pem = broker.path().join("request-key.pub.pem");
+    std::fs::write(
+        &pub_pem,
+        key.verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap(),
+    )
+    .unwrap();
+    let d = Daemon::start(&format!(
+        "[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+         center_request_key_file = {:?}\nheartbeat_interval = \"1s\"\n\
+         [sharing]\nrejected_summary = \"2s\"\n",
+        broker.url(),
+        broker.ca.pem_file,
+        gw.cert,
+        gw.key,
+        pub_pem,
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.get("/api/v1/uplink")["state"] != "connected" {
+        assert!(std::time::Instant::now() < deadline, "{}", d.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replies = broker.subscribe(Some(&broker.center), "porchlight/v1/gw/gw-1/reply", &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = dir_bytes(&d.data_dir());
+    let entries_before = d.get("/api/v1/audit")["entries"]
+        .as_array()
+        .map_or(0, |a| a.len());
+
+    let settings = Settings {
+        host: "127.0.0.1".into(),
+        port: broker.port,
+        ca: broker.ca.pem_file.clone(),
+        cert: broker.center.cert.clone(),
+        key: broker.center.key.clone(),
+        root: "porchlight/v1".into(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut conn = Connection::open(&settings).await.expect("center connects");
+        let topic = "porchlight/v1/gw/gw-1/request";
+        for i in 0..500 {
+            conn.publish(topic, format!("junk.{i}.not-a-jws").into_bytes())
+                .await
+                .unwrap();
+        }
+        for i in 0..500u32 {
+            let mut big = vec![b'A'; 64 * 1024];
+            big[..4].copy_from_slice(&i.to_be_bytes());
+            conn.publish(topic, big).await.unwrap();
+        }
+        // A genuine request after the flood.
+        let now = jiff::Timestamp::now().as_second();
+        let claims = Claims {
+            jti: "genuine-1".into(),
+            iat: now,
+            exp: now + 300,
+            gw: "gw-1".into(),
+            kind: RequestKind::Live,
+            camera: "nocam".into(),
+            from: None,
+            to: None,
+            duration_s: Some(10),
+            target: None,
+            reason: Some("test".into()),
+            case: None,
+            requester: Some("officer".into()),
+            emergency: false,
+        };
+        conn.publish(topic, sign_request(&claims, &key).into_bytes())
+            .await
+            .unwrap();
+        conn.close().await;
+    });
+
+    // The summaries account for every one of the 1000.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (summaries, audit) = loop {
+        let audit = d.get("/api/v1/audit?limit=1000");
+        let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+        let summaries: Vec<serde_json::Value> = entries
+            .iter()
+            .filter(|e| e["detail"]["unverified"] == true)
+            .cloned()
+            .collect();
+        let counted: u64 = summaries
+            .iter()
+            .filter_map(|e| e["detail"]["count"].as_u64())
+            .sum();
+        if counted >= 1000 {
+            break (summaries, entries);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "summaries count {counted} of 1000: {summaries:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reasons = |r: &str| -> u64 {
+        summaries
+            .iter()
+            .filter_map(|e| e["detail"]["reasons"][r].as_u64())
+            .sum()
+    };
+    assert_eq!(reasons("too_large"), 500, "{summaries:?}");
+    let malformed: u64 = summaries
+        .iter()
+        .filter_map(|e| e["detail"]["reasons"].as_object())
+        .flat_map(|r| r.iter())
+        .filter(|(k, _)| k.starts_with("malformed"))
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    assert_eq!(malformed, 500, "{summaries:?}");
+    // Per message: nothing. The whole flood is a handful of summary entries.
+    let added = audit.len() - entries_before;
+    assert!(added < 40, "{added} audit entries for the flood");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["request_id"] == "genuine-1" && e["kind"] == "request_received"),
+        "the genuine request is audited on its own"
+    );
+    let grown = dir_bytes(&d.data_dir()).saturating_sub(before);
+    assert!(grown < 1 << 20, "the data directory grew by {grown} bytes");
+    assert!(d.cli_ok(&["audit", "verify"]).contains("audit chain OK"));
+    // Replies to unverified requests are bounded by the budget (10 a period).
+    let got = replies.wait(Duration::from_secs(10), "the genuine reply", |m| {
+        m.iter().any(|m| m.payload.contains("genuine-1"))
+    });
+    let rejected_unverified = got
+        .iter()
+        .filter(|m| m.payload.contains("malformed"))
+        .count();
+    assert!(
+        (1..=100).contains(&rejected_unverified),
+        "{rejected_unverified} replies to junk"
+    );
+}

@@ -334,6 +334,27 @@ impl RequestVerifier {
         &self.options
     }
 
+    /// The same verifier, refusing requests issued before `t` (UTC seconds) as `replayed`
+    /// (see [`VerifyOptions::reject_issued_before`]); the later of `t` and any earlier cutoff.
+    pub fn reject_issued_before(mut self, t: i64) -> Self {
+        self.options.reject_issued_before = Some(
+            self.options
+                .reject_issued_before
+                .map_or(t, |old| old.max(t)),
+        );
+        self
+    }
+
+    /// Whether `token` is a JWS signed by the center's key (size, format and signature only;
+    /// no claim is read). Cheap: what runs before anything about a request is written down.
+    pub fn authentic(&self, token: &[u8]) -> Result<(), RequestError> {
+        let c = parse_compact(token, self.options.max_bytes)?;
+        let sig = Signature::from_bytes(&c.signature);
+        self.key
+            .verify_strict(c.signing_input, &sig)
+            .map_err(|_| RequestError::BadSignature)
+    }
+
     /// Every check, replay included: what the uplink calls for each request. `now_s` is UTC
     /// seconds; `is_known_camera` says whether a (well-formed) camera id is one of this box's.
     pub fn accept(

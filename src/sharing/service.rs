@@ -66,6 +66,29 @@ pub struct SharingOptions {
     /// Where "now" comes from: the wall clock in the daemon, a manual or tokio-driven clock
     /// in tests (expiry, replay windows and every stamp follow it).
     pub clock: Clock,
+    /// Requests that fail before their signature verifies (garbage, too large, unsigned, bad
+    /// signature) are not audited one by one: one summary entry per this period, and at most
+    /// [`UNVERIFIED_REPLIES_PER_PERIOD`] `rejected` replies in it.
+    pub unverified_summary_every: std::time::Duration,
+    /// Refuse requests issued before this time (UTC seconds) as `replayed`: set when the
+    /// replay record may have been lost (the store rebuilt its index at start).
+    pub reject_issued_before: Option<i64>,
+}
+
+/// `rejected` replies to unverified requests per summary period; beyond it they are counted.
+pub const UNVERIFIED_REPLIES_PER_PERIOD: u64 = 10;
+
+/// Requests rejected before their signature verified, since the last summary entry.
+#[derive(Debug, Default)]
+struct Unverified {
+    /// When the first of them arrived (UTC ms); `None`: nothing to summarise.
+    since_ms: Option<i64>,
+    /// How many, by reason.
+    reasons: std::collections::BTreeMap<String, u64>,
+    /// Replies sent in this period.
+    replied: u64,
+    /// Replies left out (over the budget).
+    replies_suppressed: u64,
 }
 
 const STATE_KEY: &[u8] = b"state";
@@ -87,6 +110,9 @@ pub struct Sharing {
     options: SharingOptions,
     feeds: Mutex<HashMap<String, watch::Sender<Option<LiveEnd>>>>,
     store: Arc<Store>,
+    unverified: Mutex<Unverified>,
+    /// When the replay record was last pruned (UTC ms).
+    pruned_ms: Mutex<i64>,
 }
 
 /// What sharing needs from the city link: the uplink, the verifier of the center's requests
@@ -138,6 +164,8 @@ impl Sharing {
             options,
             feeds: Mutex::new(HashMap::new()),
             store: store.clone(),
+            unverified: Mutex::new(Unverified::default()),
+            pruned_ms: Mutex::new(0),
         });
         Ok(sharing)
     }
@@ -145,7 +173,10 @@ impl Sharing {
     /// Gives sharing its city link (at start when paired, or when pairing completes): from
     /// now on requests are taken from its inbox and replies, audit entries and video go out
     /// through it.
-    pub fn attach(self: &Arc<Self>, link: SharingLink) {
+    pub fn attach(self: &Arc<Self>, mut link: SharingLink) {
+        if let Some(t) = self.options.reject_issued_before {
+            link.verifier = link.verifier.map(|v| v.reject_issued_before(t));
+        }
         // Queued clip chunks leave only while their grant stands (checked at send time).
         let weak = Arc::downgrade(self);
         link.uplink.set_gate(Arc::new(move |grant: &str| {
@@ -375,15 +406,20 @@ impl Sharing {
     pub fn handle_request(self: &Arc<Self>, payload: &[u8]) -> Result<(), SharingError> {
         let now = self.now_ms();
         let peek = super::request::peek_jti(payload).unwrap_or_default();
+        let link = self.link();
+        let Some(verifier) = link.as_ref().and_then(|l| l.verifier.as_ref()) else {
+            return self.reject_unverified(&peek, "no_request_key", now);
+        };
+        // Nothing is written for a request that is not the center's (a flood of junk on the
+        // request topic must not fill the disk): it is counted into the next summary.
+        if let Err(e) = verifier.authentic(payload) {
+            return self.reject_unverified(&peek, &e.reason(), now);
+        }
         self.record(
             NewEntry::new(now, AuditKind::RequestReceived, Actor::Center)
                 .request(&peek)
                 .detail(json!({"bytes": payload.len()})),
         )?;
-        let link = self.link();
-        let Some(verifier) = link.as_ref().and_then(|l| l.verifier.as_ref()) else {
-            return self.reject(&peek, "no_request_key");
-        };
         let valid = match verifier.accept(
             payload,
             now / 1000,
@@ -457,6 +493,59 @@ impl Sharing {
         )?;
         self.reply(id, ReplyStatus::Rejected, Some(reason), None);
         Ok(())
+    }
+
+    /// A request rejected before its signature verified: counted for the summary entry, and
+    /// answered `rejected` within the reply budget.
+    fn reject_unverified(&self, id: &str, reason: &str, now: i64) -> Result<(), SharingError> {
+        let reply = {
+            let mut u = self.unverified.lock().unwrap_or_else(|p| p.into_inner());
+            u.since_ms.get_or_insert(now);
+            *u.reasons.entry(reason.to_owned()).or_default() += 1;
+            if u.replied < UNVERIFIED_REPLIES_PER_PERIOD {
+                u.replied += 1;
+                true
+            } else {
+                u.replies_suppressed += 1;
+                false
+            }
+        };
+        if reply {
+            self.reply(id, ReplyStatus::Rejected, Some(reason), None);
+        }
+        Ok(())
+    }
+
+    /// Writes the summary of unverified requests (and those the uplink dropped for their
+    /// size) once its period is over, or at once with `force` (shutdown).
+    fn summarise_unverified(&self, now: i64, force: bool) -> Result<(), SharingError> {
+        let oversized = self.link().map_or(0, |l| l.uplink.take_oversized());
+        let entry = {
+            let mut u = self.unverified.lock().unwrap_or_else(|p| p.into_inner());
+            if oversized > 0 {
+                u.since_ms.get_or_insert(now);
+                *u.reasons.entry("too_large".into()).or_default() += oversized;
+            }
+            let Some(since) = u.since_ms else {
+                return Ok(());
+            };
+            let period = self.options.unverified_summary_every.as_millis() as i64;
+            if !force && now - since < period {
+                return Ok(());
+            }
+            let u = std::mem::take(&mut *u);
+            let count: u64 = u.reasons.values().sum();
+            warn!(count, reasons = ?u.reasons, "Requests rejected before their signature verified");
+            NewEntry::new(now, AuditKind::RequestRejected, Actor::Gateway).detail(json!({
+                "unverified": true,
+                "count": count,
+                "reasons": u.reasons,
+                "from_ms": since,
+                "to_ms": now,
+                "replies_suppressed": u.replies_suppressed,
+            }))
+        };
+        self.record(entry)
     }
 
     fn cancel(&self, id: &str, target: &str, camera: &str, now: i64) -> Result<(), SharingError> {
@@ -750,9 +839,25 @@ impl Sharing {
         Ok(())
     }
 
+    /// Forgets seen request ids whose `exp` has passed, once a minute (they would be refused
+    /// as `expired` anyway), so the replay record stays bounded.
+    fn prune_replay(&self, now: i64) {
+        let mut last = self.pruned_ms.lock().unwrap_or_else(|p| p.into_inner());
+        if now - *last < 60_000 {
+            return;
+        }
+        *last = now;
+        if let Err(e) = self.replay.prune(now / 1000) {
+            warn!(error = %e, "Pruning the replay record failed");
+        }
+    }
+
     /// Expires pending requests and grants whose time is up. Call about once a second.
     pub fn tick(&self) -> Result<(), SharingError> {
-        let events = self.engine().expire(self.now_ms());
+        let now = self.now_ms();
+        self.summarise_unverified(now, false)?;
+        self.prune_replay(now);
+        let events = self.engine().expire(now);
         if events.is_empty() {
             return Ok(());
         }
@@ -891,6 +996,10 @@ impl Sharing {
             .values()
         {
             let _ = tx.send(Some(LiveEnd::Shutdown));
+        }
+        // The summary of rejected requests is not left for a period that never ends.
+        if let Err(e) = self.summarise_unverified(self.now_ms(), true) {
+            warn!(error = %e, "Summary of rejected requests not written");
         }
     }
 }

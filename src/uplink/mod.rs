@@ -367,6 +367,8 @@ struct Shared {
     reconnect: tokio::sync::Notify,
     /// Answers to renewal CSRs (`{root}/gw/{gw}/cert`), for the pairing module.
     renewals: tokio::sync::broadcast::Sender<Vec<u8>>,
+    /// Requests dropped for their size since [`UplinkHandle::take_oversized`] last asked.
+    oversized: std::sync::atomic::AtomicU64,
 }
 
 /// The send-time consent check for queued messages tied to a grant.
@@ -493,6 +495,14 @@ impl UplinkHandle {
         self.shared
             .max_packet_size
             .saturating_sub(1 + 4 + 2 + topic.len() + 2)
+    }
+
+    /// Requests dropped for being larger than any valid request
+    /// ([`crate::protocol::request::MAX_REQUEST_BYTES`]) since the last call; resets the count.
+    pub fn take_oversized(&self) -> u64 {
+        self.shared
+            .oversized
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The durable inbox of requests from the center.
@@ -636,6 +646,7 @@ impl Uplink {
             notify: tokio::sync::Notify::new(),
             reconnect: tokio::sync::Notify::new(),
             renewals: tokio::sync::broadcast::channel(4).0,
+            oversized: std::sync::atomic::AtomicU64::new(0),
         });
         shared.set_state(LinkState::Connecting);
         let handle = UplinkHandle {

@@ -430,6 +430,17 @@ impl Uplink {
                                 let _ = client.try_ack(&p);
                                 continue;
                             }
+                            // Larger than any valid request: acknowledged and dropped before
+                            // anything is written (a flood must not reach the disk), counted for
+                            // sharing's summary of rejected requests.
+                            if p.payload.len() > crate::protocol::request::MAX_REQUEST_BYTES {
+                                self.shared
+                                    .oversized
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                debug!(bytes = p.payload.len(), "Oversized request dropped");
+                                let _ = client.try_ack(&p);
+                                continue;
+                            }
                             match self.shared.inbox.put(&p.payload) {
                                 Ok(key) => {
                                     debug!(key, bytes = p.payload.len(), "Request received");

@@ -85,6 +85,8 @@ fn rig() -> Rig {
             ask_timeout: ASK,
             live_max_bitrate: 4_000_000,
             clock: clock.clone(),
+            unverified_summary_every: Duration::from_secs(60),
+            reject_issued_before: None,
         },
     )
     .unwrap();
