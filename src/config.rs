@@ -217,8 +217,9 @@ pub struct UplinkConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address of the control API. Loopback by default; it requires the token in
-    /// `{data_dir}/api.token` on every request.
+    /// Address of the control API; loopback only (127.0.0.0/8 or ::1). It requires the token
+    /// in `{data_dir}/api.token` on every request, and that token travels in plain HTTP: a
+    /// non-loopback address is refused. The resident's remote access is the web UI.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
 }
@@ -590,6 +591,13 @@ impl Config {
         if self.sharing.ask_timeout.0 < Duration::from_secs(10) {
             problems.push("sharing.ask_timeout must be at least 10s".to_owned());
         }
+        if !self.api.listen.ip().is_loopback() {
+            problems.push(format!(
+                "api.listen {} is not a loopback address: the control API's token would cross the \
+                 network in plain HTTP; use 127.0.0.1:PORT (the web UI serves the LAN)",
+                self.api.listen
+            ));
+        }
         if self.sharing.rejected_summary.0 < Duration::from_secs(1) {
             problems.push("sharing.rejected_summary must be at least 1s".to_owned());
         }
@@ -836,6 +844,23 @@ mod tests {
             Err(ConfigError::Invalid(p)) => p,
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_control_api_stays_on_loopback_and_urls_carry_no_query_credentials() {
+        let p = invalid("[api]\nlisten = \"0.0.0.0:7878\"\n").join("\n");
+        assert!(
+            p.contains("api.listen 0.0.0.0:7878 is not a loopback"),
+            "{p}"
+        );
+        let ok = Config::parse("[api]\nlisten = \"[::1]:7878\"\n").unwrap();
+        assert!(ok.validate().is_ok());
+        let p = invalid(
+            "[[cameras]]\nid = \"c\"\nurl = \"rtsp://192.0.2.1/s?user=admin&password=hunter2\"\n",
+        )
+        .join("\n");
+        assert!(p.contains("credential in its query string"), "{p}");
+        assert!(!p.contains("hunter2"), "{p}");
     }
 
     #[test]

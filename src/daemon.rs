@@ -36,12 +36,53 @@ fn log_task_end(group: &str, r: Result<(), tokio::task::JoinError>) {
 }
 
 /// Creates the data directory (0700) and a fresh API token (0600, written durably).
+///
+/// The directory holds camera passwords (in sled), keys and the token: it is made 0700 even if
+/// someone else created it wider, and everything the daemon creates from now on is private
+/// (umask 077), whoever started it and with whatever umask.
 fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     crate::fsutil::create_private_dir(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let mode = std::fs::metadata(data_dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        warn!(data_dir = %data_dir.display(), mode = format!("{mode:o}"), "Data directory was open to others; made 0700");
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (0700)", data_dir.display()))?;
+    }
+    tighten_existing(data_dir);
     let token = crate::secret::random_token();
     crate::fsutil::write_atomic(&crate::api::token_path(data_dir), token.as_bytes(), 0o600)?;
     Ok(token)
+}
+
+/// Files an older run (or another tool) left readable by others under the data directory are
+/// made private (directories 0700, files without group/other bits): the sled index (camera
+/// passwords), identity, tokens. The segment tree is not walked (tens of thousands of files on
+/// a full card; the 0700 data directory already closes it).
+fn tighten_existing(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let private = if m.is_dir() { 0o700 } else { mode & 0o700 };
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(private));
+        }
+        if m.is_dir() && e.file_name() != "segments" {
+            tighten_existing(&e.path());
+        }
+    }
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.

@@ -44,25 +44,58 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Whether a URL query key names a credential (`?user=…&password=…`, as some cameras take
+/// them): such pairs are stripped wherever a URL is shown and refused where one is configured.
+pub fn is_credential_key(key: &str) -> bool {
+    matches!(
+        key.to_ascii_lowercase().as_str(),
+        "user" | "username" | "password" | "pass" | "passwd" | "pwd" | "token" | "auth"
+    )
+}
+
+/// `url` without user info and without credential query pairs ([`is_credential_key`]).
+pub fn strip_credentials(url: &mut Url) {
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if url.query().is_some() {
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| !is_credential_key(k))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+}
+
 /// A URL (as text) with any user info removed; the only way to build one strips it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct RedactedUrl(String);
 
 impl RedactedUrl {
-    /// `raw` without user name or password. An unparseable URL keeps only what follows its
-    /// last `@`, so a password cannot leak through a typo either.
+    /// `raw` without user name, password or credential query pairs. An unparseable URL keeps
+    /// only what follows its last `@` and loses its query, so a password cannot leak through a
+    /// typo either.
     pub fn new(raw: &str) -> RedactedUrl {
         RedactedUrl(match Url::parse(raw) {
             Ok(mut u) => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
+                strip_credentials(&mut u);
                 u.to_string()
             }
-            Err(_) => match raw.rfind('@') {
-                Some(at) => format!("<credentials removed>@{}", &raw[at + 1..]),
-                None => raw.to_owned(),
-            },
+            Err(_) => {
+                let rest = match raw.rfind('@') {
+                    Some(at) => format!("<credentials removed>@{}", &raw[at + 1..]),
+                    None => raw.to_owned(),
+                };
+                match rest.split_once('?') {
+                    Some((before, _)) => format!("{before}?<query removed>"),
+                    None => rest,
+                }
+            }
         })
     }
 
@@ -129,6 +162,12 @@ mod tests {
             "rtsp://192.0.2.1:554/a"
         );
         assert!(!redact_url("rtsp://u:p@@bad url").contains(":p"));
+        assert_eq!(
+            redact_url("rtsp://cam/s?channel=1&user=admin&password=hunter2"),
+            "rtsp://cam/s?channel=1"
+        );
+        assert_eq!(redact_url("rtsp://cam/s?PWD=x"), "rtsp://cam/s");
+        assert!(!redact_url("rtsp ://cam/s?password=hunter2").contains("hunter2"));
         let u = Url::parse("rtsp://admin:pw@cam/x").unwrap();
         assert_eq!(RedactedUrl::from(&u).to_string(), "rtsp://cam/x");
         assert_eq!(

@@ -96,6 +96,18 @@ fn two_cameras_h264_with_digest_auth_and_h265_export_as_playable_mp4() {
     assert_eq!(plan["video_frames"].as_u64(), Some(p.nb_frames), "{plan:#}");
     assert!(plan["from_ms"].as_i64().unwrap() <= from_ms);
     decode_ok(&clip);
+    // The export is in the resident's audit log, with its range; planning alone is not.
+    let audit = d.get("/api/v1/audit?limit=100");
+    let exports: Vec<&serde_json::Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "clip_exported")
+        .collect();
+    assert_eq!(exports.len(), 1, "{audit:#}");
+    assert_eq!(exports[0]["camera"], "front");
+    assert_eq!(exports[0]["actor"], "resident");
+    assert_eq!(exports[0]["detail"]["from_ms"], plan["from_ms"]);
 
     // H.265, with --last.
     let clip = out_path(&d, "yard.mp4");

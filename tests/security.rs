@@ -248,3 +248,74 @@ fn a_flood_of_the_request_topic_cannot_fill_the_disk() {
         "{rejected_unverified} replies to junk"
     );
 }
+
+/// Low findings of issue 13, against the real daemon: a data directory someone else created
+/// wide open is made private with everything in it, the control API refuses to leave
+/// loopback, and a camera URL with a password in its query string is refused (and the password
+/// is never echoed or logged). (The export audit is checked in `tests/ingest_export.rs`.)
+#[test]
+fn data_dir_is_private_api_stays_on_loopback_and_urls_hold_no_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+
+    // A control API beyond loopback: refused at start, in words.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("remote.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\n[api]\nlisten = \"0.0.0.0:{}\"\n[web]\nenabled = false\n[discovery]\nenabled = false\n",
+            dir.path().join("data").display().to_string(),
+            support::free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(support::bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a loopback address"), "{err}");
+
+    // A data directory created 0755 with a world-readable file in it, as a package or a
+    // manual install might leave it.
+    let mut d = Daemon::start("");
+    assert!(d.stop());
+    let data = d.data_dir();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stray = data.join("index").join("left-over");
+    std::fs::write(&stray, b"x").unwrap();
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.restart();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&stray) & 0o077, 0, "{:o}", mode(&stray));
+    for e in std::fs::read_dir(data.join("index")).unwrap().flatten() {
+        let m = mode(&e.path());
+        assert_eq!(m & 0o077, 0, "{} is {m:o}", e.path().display());
+    }
+
+    // Credentials in a manual camera URL's query string: refused, never echoed or logged.
+    let out = d.cli(&[
+        "cameras",
+        "add",
+        "--url",
+        "rtsp://127.0.0.1:1/stream?user=admin&password=hunter2",
+        "--name",
+        "Garage",
+    ]);
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("query string"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(
+        !d.logs().contains("hunter2"),
+        "the password reached the log"
+    );
+    assert!(!d.get("/api/v1/cameras").to_string().contains("hunter2"));
+}

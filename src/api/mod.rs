@@ -344,6 +344,24 @@ async fn export(
     let plan = tokio::task::spawn_blocking(move || plan_for(&st, &q))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // Every local export is in the resident's audit log, before a byte leaves.
+    let entry = crate::audit::NewEntry::new(
+        crate::clock::now_ms(),
+        crate::audit::AuditKind::ClipExported,
+        crate::audit::Actor::Resident,
+    )
+    .camera(&plan.camera)
+    .detail(serde_json::json!({
+        "from_ms": plan.from_ms,
+        "to_ms": plan.to_ms,
+        "segments": plan.segments,
+        "bytes": plan.bytes,
+    }));
+    let sharing = state.sharing.clone();
+    tokio::task::spawn_blocking(move || sharing.append_audit(entry))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("the export could not be audited: {e}")))?;
     let rx = crate::export::stream(state.store.clone(), plan).await?;
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))

@@ -599,25 +599,7 @@ pub fn checked_stream_uri(raw: &str, approved: IpAddr) -> Result<Url, OnvifError
             reason: "not rtsp://".into(),
         });
     }
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    if url.query().is_some() {
-        let kept: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(k, _)| {
-                !matches!(
-                    k.to_ascii_lowercase().as_str(),
-                    "user" | "username" | "password" | "pass" | "passwd" | "pwd"
-                )
-            })
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
-    }
+    crate::secret::strip_credentials(&mut url);
     if !same_host(&url, approved) {
         return Err(OnvifError::OtherHost {
             what,

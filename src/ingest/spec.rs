@@ -102,6 +102,17 @@ pub fn check_rtsp_url(who: &str, key: &str, raw: &str, problems: &mut Vec<String
         ));
         ok = false;
     }
+    if url
+        .query_pairs()
+        .any(|(k, _)| crate::secret::is_credential_key(&k))
+    {
+        problems.push(format!(
+            "{who}: {key} carries a credential in its query string ({}); remove it from the \
+             URL and set username and password_file instead",
+            redact_url(raw)
+        ));
+        ok = false;
+    }
     if url.host_str().is_none_or(str::is_empty) {
         problems.push(format!("{who}: {key} has no host"));
         ok = false;
