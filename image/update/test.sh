@@ -87,6 +87,44 @@ update "$m" && fail "a changed binary was accepted"
 grep -q "sha256 of .* does not match" "$t/log" || fail "expected a sha256 mismatch: $(cat "$t/log")"
 ok "a binary that does not match the signed sha256 is refused"
 
+# A source that changes after it is read (a hostile USB stick, a shared mount): an openssl
+# stand-in checks the signature, then swaps the manifest and the binary in the source for
+# evil ones. What gets installed must be what was verified.
+m=$(release good 0.2.0)
+mkdir -p "$t/racebin"
+real_openssl=$(command -v openssl)
+cat >"$t/racebin/openssl" <<RACE
+#!/bin/sh
+"$real_openssl" "\$@" || exit \$?
+if [ -n "\$RACE_DIR" ] && [ ! -e "\$RACE_DIR/.swapped" ]; then
+  touch "\$RACE_DIR/.swapped"
+  # The binary becomes evil, and the manifest is rewritten to name the evil binary's hash:
+  # an installer that reads the source again after the check would install it.
+  for f in "\$RACE_DIR"/*; do
+    case "\$f" in
+      *.manifest|*.sig) ;;
+      *) printf '#!/bin/sh\necho evil >"\$STATE/evil"\n' >"\$f"
+         evil=\$(sha256sum "\$f" | cut -c1-64) ;;
+    esac
+  done
+  for f in "\$RACE_DIR"/*.manifest; do
+    sed -i "s/^sha256 .*/sha256 \$evil/" "\$f"
+  done
+fi
+RACE
+chmod +x "$t/racebin/openssl"
+before=$(current)
+PATH="$t/racebin:$PATH" RACE_DIR=$(dirname "$m") update "$m" &&
+  fail "an update whose source changed after its check was installed"
+[ -e "$(dirname "$m")/.swapped" ] || fail "the race did not happen"
+# The manifest was read once (its copy verified, with the genuine sha256); the binary read
+# after the swap does not match it: refused, nothing changes, nothing of the swap runs.
+grep -q "sha256 of .* does not match" "$t/log" || fail "expected a sha256 refusal: $(cat "$t/log")"
+[[ $(current) == "$before" ]] || fail "current moved to $(current)"
+[ ! -e "$STATE/evil" ] || fail "the swapped binary ran"
+ls -d "$LIB"/versions/.incoming.* 2>/dev/null && fail "a staging directory was left behind"
+ok "a source that changes after its signature check installs nothing it did not verify"
+
 m=$(release good 0.2.0 "not-$arch")
 update "$m" && fail "a wrong-arch update was accepted"
 grep -q "update is for not-$arch" "$t/log" || fail "$(cat "$t/log")"
