@@ -363,10 +363,17 @@ impl Collector {
                 }
             }
             Ok(WsdMessage::Hello(m)) => self.add_match(m, from, true),
-            Ok(WsdMessage::Bye { endpoint }) => {
-                self.devices.remove(&endpoint);
-                self.gone.push(endpoint);
-            }
+            // Only the address that announced a device may say it left: a spoofed Bye from
+            // elsewhere on the LAN does not make a real camera disappear.
+            Ok(WsdMessage::Bye { endpoint }) => match self.devices.get(&endpoint) {
+                Some(d) if d.address != from => {
+                    debug!(%from, announced_by = %d.address, "Ignoring a Bye from another address.");
+                }
+                _ => {
+                    self.devices.remove(&endpoint);
+                    self.gone.push(endpoint);
+                }
+            },
             Ok(WsdMessage::Other) => {}
             Err(error) => debug!(%from, %error, "Ignoring an unusable WS-Discovery datagram."),
         }
@@ -582,6 +589,9 @@ mod tests {
         let mut c = Collector::default();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         c.add_datagram(&data("hello_axis.xml"), ip);
+        assert_eq!(c.devices.len(), 1);
+        // A Bye spoofed from another address leaves the camera listed.
+        c.add_datagram(&data("bye_axis.xml"), "192.0.2.99".parse().unwrap());
         assert_eq!(c.devices.len(), 1);
         c.add_datagram(&data("bye_axis.xml"), ip);
         assert!(c.into_devices().is_empty());
