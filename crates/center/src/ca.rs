@@ -509,5 +509,12 @@ mod tests {
             .crl(&[(issued.serial.clone(), now_s())], 1, now_s(), 86_400)
             .unwrap();
         assert!(crl.starts_with("-----BEGIN X509 CRL-----"), "{crl}");
+
+        // The request key, vouched for by the CA: what a box checks before taking it.
+        let pem = std::fs::read_to_string(dir.request_key_pub()).unwrap();
+        let sig = ca.sign_request_key(&pem).unwrap();
+        porchlight_protocol::pairing::verify_request_key(&ca.pem, &pem, &sig).unwrap();
+        let other = pem.replace('A', "B");
+        assert!(porchlight_protocol::pairing::verify_request_key(&ca.pem, &other, &sig).is_err());
     }
 }

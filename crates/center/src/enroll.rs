@@ -104,6 +104,9 @@ pub struct Context<'a> {
     pub ca: &'a CityCa,
     /// The center's request key, SPKI PEM.
     pub request_key: &'a str,
+    /// The city CA's signature over it ([`CityCa::sign_request_key`]), made once per service
+    /// (ECDSA signatures are randomised: a retry must get the same answer).
+    pub request_key_sig: Option<&'a str>,
     /// `--public-broker`.
     pub broker: Option<&'a str>,
     /// The topic root.
@@ -135,7 +138,7 @@ impl Context<'_> {
             ca: Some(self.ca.pem.clone()),
             request_key: Some(self.request_key.to_owned()),
             // The CA vouches for the key, so a broker cannot swap it (checked by every box).
-            request_key_sig: self.ca.sign_request_key(self.request_key).ok(),
+            request_key_sig: self.request_key_sig.map(str::to_owned),
             broker: self.broker.map(str::to_owned),
             topic_root: Some(self.root.to_owned()),
             not_after: Some(b.not_after),
@@ -397,6 +400,7 @@ mod tests {
         let ctx = Context {
             ca: &ca,
             request_key: "PUB",
+            request_key_sig: Some("SIG"),
             broker: Some("mqtts://b:8883"),
             root: "porchlight/v1",
             lifetime_s: 90 * 86_400,
@@ -472,6 +476,7 @@ mod tests {
         let ctx = Context {
             ca: &ca,
             request_key: "PUB",
+            request_key_sig: Some("SIG"),
             broker: None,
             root: "porchlight/v1",
             lifetime_s: 86_400,

@@ -103,10 +103,12 @@ pub async fn run(s: &Settings, args: Args) -> Result<ExitCode, CenterError> {
         })?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CenterError::Usage(format!("cannot watch SIGTERM: {e}")))?;
+    let request_key_sig = ca.sign_request_key(&request_key)?;
     let service = Service {
         s,
         dir,
         ca,
+        request_key_sig,
         request_key,
         broker: args.public_broker,
         lifetime_s,
@@ -127,6 +129,8 @@ struct Service<'a> {
     dir: CenterDir,
     ca: CityCa,
     request_key: String,
+    /// The CA's signature over `request_key`, made once at start.
+    request_key_sig: String,
     broker: Option<String>,
     lifetime_s: i64,
     filters: Vec<String>,
@@ -173,6 +177,7 @@ impl Service<'_> {
         let ctx = Context {
             ca: &self.ca,
             request_key: &self.request_key,
+            request_key_sig: Some(&self.request_key_sig),
             broker: self.broker.as_deref(),
             root: &self.s.root,
             lifetime_s: self.lifetime_s,
