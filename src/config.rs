@@ -614,6 +614,11 @@ impl Config {
             ));
         }
 
+        for name in &self.web.hosts {
+            if let Err(e) = crate::web::hosts::check_host_name(name) {
+                problems.push(format!("web.hosts: {e}"));
+            }
+        }
         let discovery = self.discovery.check(&mut problems);
 
         if !problems.is_empty() {
@@ -992,6 +997,15 @@ url = "rtsp://192.0.2.3/"
         .unwrap();
         assert!(!v.discovery.options.multicast);
         assert_eq!(v.discovery.options.ranges.len(), 1);
+    }
+
+    #[test]
+    fn web_hosts_must_be_dns_names() {
+        let p = invalid("[web]\nhosts = [\"box.home.arpa\", \"192.168.1.5\", \"box:8080\"]\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|e| e.starts_with("web.hosts: ")), "{p:?}");
+        let v = Config::parse("[web]\nhosts = [\"box.home.arpa\"]\n").unwrap();
+        assert_eq!(v.validate().unwrap().web.unwrap().hosts, ["box.home.arpa"]);
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub enum ApiError {
     /// Something failed inside the daemon.
     #[error("{0}")]
     Internal(String),
+    /// The request names another host (`Host` not on the listener's allowlist,
+    /// `crate::web::hosts`): a DNS-rebinding page, or a name the box was not told about.
+    #[error("this box does not answer to Host {0:?} (see [web] hosts in docs/web.md)")]
+    BadHost(String),
     /// Pairing or unpairing failed; the code is the pairing error's own (`code_used`,
     /// `broker_unreachable`, `ca_mismatch`, `timeout`, …).
     #[error(transparent)]
@@ -117,6 +121,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unavailable"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::BadHost(_) => (StatusCode::MISDIRECTED_REQUEST, "bad_host"),
             ApiError::Pairing(e) => {
                 use crate::pairing::enroll::PairError as P;
                 let status = match e {
@@ -187,11 +192,19 @@ pub fn routes() -> Router<AppState> {
         .merge(cameras::routes())
 }
 
-/// The loopback control API: [`routes`] behind the bearer token (exposed for tests).
-pub fn router(state: AppState) -> Router {
+/// The loopback control API on a listener bound to `listen`: [`routes`] behind the bearer
+/// token, and everything (the fallback too) behind the `Host` allowlist
+/// ([`crate::web::hosts::HostPolicy::api`]: loopback names with the listener's port), checked
+/// first so a rebinding page learns nothing, not even whether its token guess was wrong.
+pub fn router(state: AppState, listen: std::net::SocketAddr) -> Router {
+    let hosts = Arc::new(crate::web::hosts::HostPolicy::api(listen));
     routes()
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            hosts,
+            crate::web::hosts::require_host,
+        ))
         .with_state(state)
 }
 
@@ -201,7 +214,8 @@ pub async fn serve(
     state: AppState,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let listen = listener.local_addr()?;
+    axum::serve(listener, router(state, listen))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }

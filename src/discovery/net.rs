@@ -6,10 +6,13 @@
 //! not loopback (unless asked, for tests). Each socket is bound to the interface's address and
 //! has `IP_MULTICAST_IF` set to it, so the kernel never picks the route, and a multicast TTL of
 //! 1 (link-local; nothing is routed off the LAN).
+//!
+//! [`local_addrs`] lists every address of the box (both families), for the web UI's `Host`
+//! allowlist.
 
 use std::ffi::CStr;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -88,6 +91,46 @@ pub fn interfaces(include_loopback: bool, only: &[String]) -> io::Result<Vec<Int
             netmask,
             loopback,
         });
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// Every address (IPv4 and IPv6, loopback included) of the interfaces that are up: the
+/// addresses this box can be reached at, for the web UI's `Host` allowlist
+/// (`crate::web::hosts`). Read fresh on every call, so a DHCP change needs no restart.
+pub fn local_addrs() -> io::Result<Vec<IpAddr>> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free with freeifaddrs below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points at a sockaddr whose family we check first.
+        match unsafe { (*ifa.ifa_addr).sa_family } as i32 {
+            libc::AF_INET => {
+                // SAFETY: family is AF_INET, so the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            }
+            libc::AF_INET6 => {
+                // SAFETY: family is AF_INET6, so the sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+            _ => {}
+        }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
@@ -188,6 +231,12 @@ mod tests {
         assert!(interfaces(false, &[]).unwrap().iter().all(|i| !i.loopback));
         let lo = interfaces(true, &["lo".to_owned()]).unwrap();
         assert!(lo.iter().all(|i| i.name == "lo"));
+    }
+
+    #[test]
+    fn local_addresses_include_loopback() {
+        let all = local_addrs().unwrap();
+        assert!(all.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{all:?}");
     }
 
     #[test]

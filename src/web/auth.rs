@@ -19,15 +19,20 @@
 //! In memory only (a restart logs everyone out). The cookie carries 32 random bytes (hex); the
 //! table is keyed by their SHA-256 so a lookup leaks nothing useful through timing. Each
 //! session has its own CSRF token, which every non-GET request must echo in `X-CSRF-Token`.
-//! A session ends after `session_idle` without use or `session_max` after login.
+//! A session ends after `session_idle` without use or `session_max` after login. Each entry
+//! holds a `watch` sender its streams subscribe to; the entry leaving the table (logout,
+//! expiry) closes them, so a live preview or export ends with its session.
 //!
 //! # Rate limiting ([`LoginLimiter`], pure: time is passed in)
 //!
 //! Per client (IPv4 address, or IPv6 /64): 5 free failures, then each attempt must wait
 //! 1 s, 2 s, 4 s, … up to 15 min after the previous failure. Globally: at most 30 failures a
 //! minute from all clients together, so many addresses cannot guess in parallel; when that is
-//! reached every attempt waits (the resident too, for at most a minute). A limited attempt is
-//! refused before any hashing. Setup-code attempts count the same way.
+//! reached every attempt waits (the resident too, as long as someone keeps failing; a client
+//! with a live session is exempt). A limited attempt is refused before any hashing. An
+//! attempt is charged as a failure *before* its hash runs and refunded when it turns out not
+//! to be a guess, so hanging up mid-hash does not escape the count. Setup-code attempts count
+//! the same way.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -38,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use crate::secret::{constant_time_eq, random_bytes};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// The setup code's alphabet: digits and capitals without 0/O, 1/I/L and U.
 pub const SETUP_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -332,12 +338,20 @@ pub struct Session {
     last_used: Instant,
 }
 
+/// A session in the table, with the channel its streams watch: dropping the sender (the
+/// entry leaving the table, for any reason) ends every receiver.
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    ended: watch::Sender<()>,
+}
+
 /// The session table.
 #[derive(Debug)]
 pub struct Sessions {
     idle: Duration,
     max: Duration,
-    table: Mutex<HashMap<[u8; 32], Session>>,
+    table: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
 fn key(token: &str) -> [u8; 32] {
@@ -355,7 +369,7 @@ impl Sessions {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -369,8 +383,15 @@ impl Sessions {
         };
         let mut t = self.lock();
         let (idle, max) = (self.idle, self.max);
-        t.retain(|_, s| !expired(s, now, idle, max));
-        t.insert(key(&token), s.clone());
+        t.retain(|_, e| !expired(&e.session, now, idle, max));
+        let (ended, _) = watch::channel(());
+        t.insert(
+            key(&token),
+            Entry {
+                session: s.clone(),
+                ended,
+            },
+        );
         (token, s)
     }
 
@@ -378,16 +399,35 @@ impl Sessions {
     pub fn touch(&self, token: &str, now: Instant) -> Option<Session> {
         let mut t = self.lock();
         let k = key(token);
-        let s = t.get_mut(&k)?;
-        if expired(s, now, self.idle, self.max) {
+        let e = t.get_mut(&k)?;
+        if expired(&e.session, now, self.idle, self.max) {
             t.remove(&k);
             return None;
         }
-        s.last_used = now;
-        Some(s.clone())
+        e.session.last_used = now;
+        Some(e.session.clone())
     }
 
-    /// Ends the session (logout).
+    /// A receiver that closes (`changed()` fails) when this session leaves the table: logout,
+    /// or expiry noticed by [`Sessions::ends_at`], [`Sessions::touch`] or a later login.
+    pub fn subscribe(&self, token: &str) -> Option<watch::Receiver<()>> {
+        self.lock().get(&key(token)).map(|e| e.ended.subscribe())
+    }
+
+    /// When this session ends if nobody uses it from now on; `None` (and the session removed)
+    /// when it has already ended. Does not count as a use.
+    pub fn ends_at(&self, token: &str, now: Instant) -> Option<Instant> {
+        let mut t = self.lock();
+        let k = key(token);
+        let e = t.get(&k)?;
+        if expired(&e.session, now, self.idle, self.max) {
+            t.remove(&k);
+            return None;
+        }
+        Some((e.session.last_used + self.idle).min(e.session.created + self.max))
+    }
+
+    /// Ends the session (logout); its streams end with it.
     pub fn remove(&self, token: &str) {
         self.lock().remove(&key(token));
     }
@@ -442,8 +482,10 @@ pub struct LoginLimiter {
 }
 
 impl LoginLimiter {
-    /// Whether `ip` may try now; `Err(wait)` when it must wait.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Whether `ip` may try now; `Err(wait)` when it must wait. A `known` client (one that
+    /// presents a valid session) is not held back by the global budget, only by its own
+    /// streak.
+    pub fn check(&mut self, ip: IpAddr, now: Instant, known: bool) -> Result<(), Duration> {
         while self
             .global
             .front()
@@ -452,7 +494,7 @@ impl LoginLimiter {
             self.global.pop_front();
         }
         let mut wait = Duration::ZERO;
-        if self.global.len() >= GLOBAL_MAX_FAILURES {
+        if !known && self.global.len() >= GLOBAL_MAX_FAILURES {
             let oldest = *self.global.front().expect("non-empty");
             wait = (oldest + GLOBAL_WINDOW).saturating_duration_since(now);
         }
@@ -492,6 +534,30 @@ impl LoginLimiter {
     pub fn success(&mut self, ip: IpAddr) {
         self.clients.remove(&client_key(ip));
     }
+
+    /// A failure charged before its hash ran is confirmed at `now`: the client's wait runs
+    /// from the answer, as if the failure had been recorded only then (a hash takes a second
+    /// or more on the box, longer than the first waits).
+    pub fn confirm(&mut self, ip: IpAddr, now: Instant) {
+        if let Some(f) = self.clients.get_mut(&client_key(ip)) {
+            f.last = f.last.max(now);
+        }
+    }
+
+    /// Takes back a failure charged with [`LoginLimiter::failure`] at `at` for an attempt
+    /// that turned out not to be a guess (it succeeded, or failed for another reason). The
+    /// client's last-failure time stays: a refund never shortens a running wait.
+    pub fn refund(&mut self, ip: IpAddr, at: Instant) {
+        if let Some(f) = self.clients.get_mut(&client_key(ip)) {
+            f.count = f.count.saturating_sub(1);
+            if f.count == 0 {
+                self.clients.remove(&client_key(ip));
+            }
+        }
+        if let Some(i) = self.global.iter().rposition(|t| *t == at) {
+            self.global.remove(i);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -520,20 +586,20 @@ mod tests {
         let t0 = Instant::now();
         let a = ip("192.0.2.7");
         for i in 0..5 {
-            assert!(l.check(a, t0).is_ok(), "attempt {i}");
+            assert!(l.check(a, t0, false).is_ok(), "attempt {i}");
             l.failure(a, t0);
         }
-        assert_eq!(l.check(a, t0), Err(Duration::from_secs(1)));
-        assert!(l.check(a, t0 + Duration::from_secs(1)).is_ok());
+        assert_eq!(l.check(a, t0, false), Err(Duration::from_secs(1)));
+        assert!(l.check(a, t0 + Duration::from_secs(1), false).is_ok());
         l.failure(a, t0 + Duration::from_secs(1));
         assert_eq!(
-            l.check(a, t0 + Duration::from_secs(1)),
+            l.check(a, t0 + Duration::from_secs(1), false),
             Err(Duration::from_secs(2))
         );
         // Another client is not affected; success clears the client.
-        assert!(l.check(ip("192.0.2.8"), t0).is_ok());
+        assert!(l.check(ip("192.0.2.8"), t0, false).is_ok());
         l.success(a);
-        assert!(l.check(a, t0 + Duration::from_secs(1)).is_ok());
+        assert!(l.check(a, t0 + Duration::from_secs(1), false).is_ok());
     }
 
     #[test]
@@ -544,7 +610,7 @@ mod tests {
         for _ in 0..100 {
             l.failure(a, t0);
         }
-        let wait = l.check(a, t0).unwrap_err();
+        let wait = l.check(a, t0, false).unwrap_err();
         assert!(wait <= MAX_CLIENT_DELAY, "{wait:?}");
     }
 
@@ -554,12 +620,46 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..GLOBAL_MAX_FAILURES {
             let a = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, (i / 250) as u8, i as u8));
-            assert!(l.check(a, t0).is_ok());
+            assert!(l.check(a, t0, false).is_ok());
             l.failure(a, t0);
         }
         let fresh = ip("198.51.100.1");
-        assert_eq!(l.check(fresh, t0), Err(GLOBAL_WINDOW));
-        assert!(l.check(fresh, t0 + GLOBAL_WINDOW).is_ok());
+        assert_eq!(l.check(fresh, t0, false), Err(GLOBAL_WINDOW));
+        assert!(l.check(fresh, t0 + GLOBAL_WINDOW, false).is_ok());
+        // A client with a valid session is held back only by its own streak.
+        assert!(l.check(fresh, t0, true).is_ok());
+    }
+
+    #[test]
+    fn a_refund_takes_back_one_charged_failure() {
+        let mut l = LoginLimiter::default();
+        let t0 = Instant::now();
+        let a = ip("192.0.2.7");
+        for i in 0..4 {
+            l.failure(a, t0 + Duration::from_millis(i));
+        }
+        // The fifth attempt is charged before it runs: a sixth would have to wait.
+        let t4 = t0 + Duration::from_millis(4);
+        l.failure(a, t4);
+        assert!(l.check(a, t4, false).is_err());
+        // It was no guess after all: the sixth may go at once.
+        l.refund(a, t4);
+        assert!(l.check(a, t4, false).is_ok());
+        assert_eq!(l.global.len(), 4);
+        for i in 0..4 {
+            l.refund(a, t0 + Duration::from_millis(i));
+        }
+        assert!(l.clients.is_empty() && l.global.is_empty());
+        // Confirming a failure moves the client's wait to the answer.
+        l.failure(a, t0);
+        for _ in 0..4 {
+            l.failure(a, t0);
+        }
+        l.confirm(a, t0 + Duration::from_secs(3));
+        assert_eq!(
+            l.check(a, t0 + Duration::from_secs(3), false),
+            Err(Duration::from_secs(1))
+        );
     }
 
     #[test]
@@ -594,6 +694,31 @@ mod tests {
         let (tok3, _) = s.create(t);
         s.remove(&tok3);
         assert!(s.touch(&tok3, t).is_none(), "logged out");
+    }
+
+    #[test]
+    fn a_sessions_streams_hear_when_it_ends() {
+        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(300));
+        let t0 = Instant::now();
+        let (tok, _) = s.create(t0);
+        let rx = s.subscribe(&tok).unwrap();
+        assert!(rx.has_changed().is_ok(), "open while the session lives");
+        assert_eq!(s.ends_at(&tok, t0), Some(t0 + Duration::from_secs(60)));
+        s.remove(&tok);
+        assert!(rx.has_changed().is_err(), "closed at logout");
+        assert!(s.subscribe(&tok).is_none());
+
+        let (tok, _) = s.create(t0);
+        let rx = s.subscribe(&tok).unwrap();
+        let later = t0 + Duration::from_secs(290);
+        let mut t = t0;
+        while t < later {
+            t += Duration::from_secs(50);
+            s.touch(&tok, t.min(later));
+        }
+        assert_eq!(s.ends_at(&tok, later), Some(t0 + Duration::from_secs(300)));
+        assert_eq!(s.ends_at(&tok, t0 + Duration::from_secs(300)), None);
+        assert!(rx.has_changed().is_err(), "closed at expiry");
     }
 
     #[test]

@@ -13,9 +13,12 @@
 //! | `POST /auth/logout` | session + CSRF | ends the session |
 //! | `/api/v1/...` | session (+ CSRF on non-GET) | every control route, plus `GET /api/v1/cameras/{id}/live.mp4` |
 //!
-//! Without a valid session every `/api/` route answers `401 unauthorized`; a non-GET request
-//! without the session's CSRF token in `X-CSRF-Token`, or from another origin (`Origin` or
-//! `Sec-Fetch-Site` say so), answers `403 forbidden`. The cookie is
+//! Before any of these, a request whose `Host` is not one of the box's names answers
+//! `421 bad_host` ([`hosts`]: no DNS rebinding). Without a valid session every `/api/` route
+//! answers `401 unauthorized`; a non-GET request without the session's CSRF token in
+//! `X-CSRF-Token`, or from another origin (an `Origin` not on the same allowlist, or
+//! `Sec-Fetch-Site` saying so), answers `403 forbidden`. A streamed answer (live preview,
+//! export) ends when its session does. The cookie is
 //! `porchlight_session=…; HttpOnly; SameSite=Strict; Path=/` (no `Secure`: the box serves
 //! plain HTTP on the LAN; see docs/web.md). Every response carries a strict
 //! Content-Security-Policy (`'self'` only, no inline script), `X-Frame-Options: DENY`,
@@ -24,10 +27,12 @@
 //! The listener's address is written to `{data_dir}/web.addr` (tests bind port 0 and read it).
 
 pub mod auth;
+pub mod hosts;
 pub mod live;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +50,10 @@ use crate::api::AppState;
 use crate::protocol::units::Dur;
 use crate::shutdown::Shutdown;
 use auth::{AuthError, Credentials, LoginLimiter, Sessions, SetupState};
+use hosts::HostPolicy;
+
+/// Most login or setup attempts waiting for the hash at once; more answer 429 at once.
+const MAX_HASH_QUEUE: usize = 4;
 
 /// `[web]`: the resident web UI (`crate::web`), served by the daemon on the LAN.
 #[derive(Clone, Debug, Deserialize)]
@@ -62,6 +71,12 @@ pub struct WebConfig {
     /// A session ends this long after login, used or not.
     #[serde(default = "default_session_max")]
     pub session_max: Dur,
+    /// More DNS names the UI answers to (`Host` and `Origin`), besides `porchlight.local`,
+    /// `localhost` and the box's own IP addresses, e.g. `["box.home.arpa"]` when the router's
+    /// DNS names the box. Any other name is refused (`421 bad_host`): that is what stops DNS
+    /// rebinding ([`hosts`]). Empty by default.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 fn default_web_enabled() -> bool {
@@ -84,6 +99,7 @@ impl Default for WebConfig {
             listen: default_web_listen(),
             session_idle: default_session_idle(),
             session_max: default_session_max(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -107,9 +123,13 @@ pub struct Web {
     credentials: Credentials,
     sessions: Sessions,
     limiter: Mutex<LoginLimiter>,
-    /// One password hash at a time: parallel guesses queue here and meet the limiter one by
-    /// one, instead of costing a second of CPU each before any failure is counted.
-    hashing: tokio::sync::Semaphore,
+    /// One password hash at a time. The permit moves into the hashing task, so a client that
+    /// closes its connection cannot free it while its hash still runs.
+    hashing: Arc<tokio::sync::Semaphore>,
+    /// Attempts waiting for `hashing` (at most [`MAX_HASH_QUEUE`]).
+    queued: AtomicUsize,
+    /// The names and addresses this listener answers to.
+    hosts: Arc<HostPolicy>,
     previews: Arc<live::Previews>,
     shutdown: Shutdown,
 }
@@ -167,21 +187,24 @@ pub async fn spawn(
                 "Porchlight setup code: {code}   (web UI on port {})",
                 addr.port()
             );
-            info!(addr = %addr, setup_code = %code, "Web UI listening; waiting for setup");
+            // Not in the log: logs may be shipped off the box, the console stays on it.
+            info!(addr = %addr, file = %code_file.display(), "Web UI listening; waiting for setup with the code on the console");
         }
         SetupState::AwaitingSetupNewCode(code) => {
             println!(
                 "Porchlight setup code: {code}   (web UI on port {})",
                 addr.port()
             );
-            info!(addr = %addr, setup_code = %code, file = %code_file.display(), "Web UI listening; new setup code written");
+            info!(addr = %addr, file = %code_file.display(), "Web UI listening; new setup code written and shown on the console");
         }
     }
     let web = Arc::new(Web {
         credentials,
         sessions: Sessions::new(cfg.session_idle.0, cfg.session_max.0),
         limiter: Mutex::new(LoginLimiter::default()),
-        hashing: tokio::sync::Semaphore::new(1),
+        hashing: Arc::new(tokio::sync::Semaphore::new(1)),
+        queued: AtomicUsize::new(0),
+        hosts: Arc::new(HostPolicy::web(addr.port(), &cfg.hosts)),
         previews: Arc::default(),
         shutdown: shutdown.clone(),
     });
@@ -205,6 +228,7 @@ pub async fn spawn(
 /// The web UI's routes: the page, the auth routes, and the control routes behind the session.
 fn router(web: WebState, state: AppState) -> Router {
     let (previews, shutdown) = (web.previews.clone(), web.shutdown.clone());
+    let hosts = web.hosts.clone();
     let api = crate::api::routes()
         .route(
             "/api/v1/cameras/{id}/live.mp4",
@@ -232,6 +256,8 @@ fn router(web: WebState, state: AppState) -> Router {
         .route("/auth/logout", post(logout))
         .with_state(web)
         .merge(api)
+        // Outside every route and the fallback: a foreign Host meets no handler at all.
+        .layer(middleware::from_fn_with_state(hosts, hosts::require_host))
         .layer(middleware::from_fn(security_headers))
 }
 
@@ -313,8 +339,10 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Whether a state-changing request comes from this page: an `Origin` (when the browser sends
-/// one) naming the host it was sent to, and no `Sec-Fetch-Site` saying another site.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// one) on the listener's allowlist ([`HostPolicy::allows_origin`], not the request's own
+/// `Host`, which a DNS-rebinding page sets as well), and no `Sec-Fetch-Site` saying another
+/// site.
+fn same_origin(hosts: &HostPolicy, headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         if !matches!(site, "same-origin" | "none") {
             return false;
@@ -323,13 +351,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let (Ok(origin), Some(host)) = (
-        origin.to_str(),
-        headers.get(header::HOST).and_then(|h| h.to_str().ok()),
-    ) else {
-        return false;
-    };
-    origin == format!("http://{host}") || origin == format!("https://{host}")
+    origin.to_str().is_ok_and(|o| hosts.allows_origin(o))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -352,7 +374,7 @@ async fn require_session(
         );
     };
     if !is_safe(req.method()) {
-        if !same_origin(&headers) {
+        if !same_origin(&web.hosts, &headers) {
             return err(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -371,7 +393,61 @@ async fn require_session(
             );
         }
     }
-    next.run(req).await
+    let token = session_token(&headers).unwrap_or_default();
+    let ended = web.sessions.subscribe(&token);
+    let resp = next.run(req).await;
+    match ended {
+        Some(ended) => end_with_session(resp, web, token, ended),
+        None => resp,
+    }
+}
+
+/// A streamed answer (live preview, export: no known length) ends, as an aborted body, when
+/// the session that asked for it ends (logout, or expiry: streaming does not count as use).
+/// Dropping the inner body is what stops its producer (the preview's pump sees its channel
+/// closed, the export its receiver gone).
+fn end_with_session(
+    resp: Response,
+    web: WebState,
+    token: String,
+    ended: tokio::sync::watch::Receiver<()>,
+) -> Response {
+    use axum::body::HttpBody;
+    use futures_util::StreamExt;
+    if resp.body().size_hint().exact().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let over = Box::pin(session_over(web, token, ended));
+    let chunks =
+        futures_util::stream::unfold(Some((body.into_data_stream(), over)), |state| async move {
+            let (mut data, mut over) = state?;
+            tokio::select! {
+                biased;
+                () = &mut over => {
+                    Some((Err(std::io::Error::other("the session ended")), None))
+                }
+                chunk = data.next() => {
+                    let chunk = chunk?.map_err(std::io::Error::other);
+                    Some((chunk, Some((data, over))))
+                }
+            }
+        });
+    Response::from_parts(parts, axum::body::Body::from_stream(chunks))
+}
+
+/// Resolves when the session leaves the table or reaches its idle or absolute limit.
+async fn session_over(web: WebState, token: String, mut ended: tokio::sync::watch::Receiver<()>) {
+    loop {
+        let Some(at) = web.sessions.ends_at(&token, Instant::now()) else {
+            return;
+        };
+        tokio::select! {
+            // Nothing is ever sent: this fails when the session's entry (the sender) is gone.
+            _ = ended.changed() => return,
+            () = tokio::time::sleep_until(at.into()) => {}
+        }
+    }
 }
 
 fn cookie_for(token: &str) -> HeaderValue {
@@ -405,36 +481,78 @@ struct LoginBody {
     password: String,
 }
 
-/// Runs a limited attempt: checks the limiter, runs `attempt` off the async workers, records
-/// the outcome. Wrong codes and passwords count as failures.
+/// Runs a limited attempt, in an order no client can cut short by closing its connection:
+///
+/// 1. the limiter is asked and the attempt is charged as a failure at once, before any
+///    hashing (no await in between);
+/// 2. it waits for the one hashing permit, unless [`MAX_HASH_QUEUE`] attempts already wait
+///    (then 429 at once, uncharged);
+/// 3. the hash and the outcome run in a blocking task that owns the permit: a wrong password
+///    or code confirms the charge (the client's wait runs from now), a success or a failure
+///    that is not a guess (a weak new password, an I/O error) refunds it.
+///
+/// A client that goes away during 2 leaves its charge and costs no hash; during 3 the hash
+/// finishes, the outcome is recorded and only then is the permit released.
 async fn limited(
     web: &WebState,
     ip: IpAddr,
+    known: bool,
     attempt: impl FnOnce(&Credentials) -> Result<(), AuthError> + Send + 'static,
 ) -> Result<(), AuthError> {
-    let _permit = web.hashing.acquire().await;
-    {
-        let mut l = web.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(retry_after) = l.check(ip, Instant::now()) {
-            return Err(AuthError::RateLimited { retry_after });
+    struct Queued<'a>(&'a AtomicUsize);
+    impl Drop for Queued<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    let w = web.clone();
-    let r = tokio::task::spawn_blocking(move || attempt(&w.credentials))
-        .await
-        .unwrap_or_else(|e| {
-            Err(AuthError::Damaged {
-                path: "web-admin.json".into(),
-                message: e.to_string(),
-            })
+    let queued = Queued(&web.queued);
+    if web.queued.fetch_add(1, Ordering::SeqCst) >= MAX_HASH_QUEUE {
+        return Err(AuthError::RateLimited {
+            retry_after: Duration::from_secs(1),
         });
-    let mut l = web.limiter.lock().unwrap_or_else(|p| p.into_inner());
-    match &r {
-        Ok(()) => l.success(ip),
-        Err(AuthError::WrongPassword | AuthError::WrongSetupCode) => l.failure(ip, Instant::now()),
-        Err(_) => {}
     }
-    r
+    let charged = Instant::now();
+    {
+        let mut l = web.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(retry_after) = l.check(ip, charged, known) {
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        l.failure(ip, charged);
+    }
+    let permit = web
+        .hashing
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| AuthError::Damaged {
+            path: "web-admin.json".into(),
+            message: e.to_string(),
+        })?;
+    drop(queued);
+    let w = web.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let r = attempt(&w.credentials);
+        let mut l = w.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Err(AuthError::WrongPassword | AuthError::WrongSetupCode) => {
+                l.confirm(ip, Instant::now())
+            }
+            Ok(()) => {
+                l.refund(ip, charged);
+                l.success(ip);
+            }
+            Err(_) => l.refund(ip, charged),
+        }
+        r
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(AuthError::Damaged {
+            path: "web-admin.json".into(),
+            message: e.to_string(),
+        })
+    })
 }
 
 fn logged_in(web: &Web) -> Response {
@@ -451,7 +569,7 @@ async fn setup(
     headers: HeaderMap,
     body: Option<Json<SetupBody>>,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&web.hosts, &headers) {
         return err(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -468,7 +586,7 @@ async fn setup(
     if web.credentials.is_set_up() {
         return auth_error(&AuthError::AlreadySetUp);
     }
-    match limited(&web, peer.ip(), move |c| {
+    match limited(&web, peer.ip(), false, move |c| {
         c.setup(&body.code, &body.password)
     })
     .await
@@ -490,7 +608,7 @@ async fn login(
     headers: HeaderMap,
     body: Option<Json<LoginBody>>,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&web.hosts, &headers) {
         return err(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -504,7 +622,12 @@ async fn login(
             "expected JSON {\"password\"}",
         );
     };
-    match limited(&web, peer.ip(), move |c| c.verify(&body.password)).await {
+    // A browser that still holds a live session is the resident's: the global budget (which
+    // anyone with a few addresses can exhaust) does not hold it back; its own streak does.
+    let known = session_token(&headers)
+        .and_then(|t| web.sessions.touch(&t, Instant::now()))
+        .is_some();
+    match limited(&web, peer.ip(), known, move |c| c.verify(&body.password)).await {
         Ok(()) => {
             info!(client = %peer.ip(), "Web UI login");
             logged_in(&web)
@@ -527,7 +650,7 @@ async fn logout(State(web): State<WebState>, headers: HeaderMap) -> Response {
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !same_origin(&headers) || !auth::csrf_ok(&session, given) {
+    if !same_origin(&web.hosts, &headers) || !auth::csrf_ok(&session, given) {
         return err(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -568,20 +691,29 @@ mod tests {
     }
 
     #[test]
-    fn origin_must_name_the_host() {
+    fn origin_must_be_on_the_allowlist_whatever_the_host_says() {
+        let p = HostPolicy::web(8080, &["box.home.arpa".to_owned()]);
         let ok = headers(&[
-            ("host", "192.168.1.5:8080"),
-            ("origin", "http://192.168.1.5:8080"),
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
         ]);
-        assert!(same_origin(&ok));
+        assert!(same_origin(&p, &ok));
+        let named = headers(&[("origin", "http://box.home.arpa:8080")]);
+        assert!(same_origin(&p, &named));
         let evil = headers(&[
-            ("host", "192.168.1.5:8080"),
+            ("host", "127.0.0.1:8080"),
             ("origin", "http://evil.example"),
         ]);
-        assert!(!same_origin(&evil));
+        assert!(!same_origin(&p, &evil));
+        // DNS rebinding: Host and Origin agree, and both name the attacker.
+        let rebound = headers(&[
+            ("host", "evil.example:8080"),
+            ("origin", "http://evil.example:8080"),
+        ]);
+        assert!(!same_origin(&p, &rebound));
         let cross = headers(&[("host", "h"), ("sec-fetch-site", "cross-site")]);
-        assert!(!same_origin(&cross));
+        assert!(!same_origin(&p, &cross));
         // Non-browser clients send no Origin; the CSRF token still guards them.
-        assert!(same_origin(&headers(&[("host", "h")])));
+        assert!(same_origin(&p, &headers(&[("host", "h")])));
     }
 }

@@ -216,3 +216,68 @@ impl Client {
         r
     }
 }
+
+/// One request written by hand on a fresh connection (`Connection: close`), so a test can set
+/// any `Host` it likes (HTTP clients derive it from the URL). `headers` are sent as given.
+pub fn raw_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+impl Client {
+    /// [`raw_http`] to this client's listener with its session cookie and these headers
+    /// (which should include `Host`).
+    pub fn raw_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let cookie = self
+            .cookie
+            .as_ref()
+            .map(|c| format!("porchlight_session={c}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(c) = &cookie {
+            all.push(("Cookie", c));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        raw_http(&self.host, method, path, &all, &body)
+    }
+}
