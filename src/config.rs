@@ -615,7 +615,7 @@ impl Config {
         }
 
         for name in &self.web.hosts {
-            if let Err(e) = crate::web::hosts::check_host_name(name) {
+            if let Err(e) = crate::api::hosts::check_host_name(name) {
                 problems.push(format!("web.hosts: {e}"));
             }
         }

@@ -8,6 +8,7 @@
 //! HTTP status in one place ([`ApiError`]).
 
 pub mod cameras;
+pub mod hosts;
 pub mod pairing;
 pub mod sharing;
 
@@ -87,7 +88,7 @@ pub enum ApiError {
     #[error("{0}")]
     Internal(String),
     /// The request names another host (`Host` not on the listener's allowlist,
-    /// `crate::web::hosts`): a DNS-rebinding page, or a name the box was not told about.
+    /// `crate::api::hosts`): a DNS-rebinding page, or a name the box was not told about.
     #[error("this box does not answer to Host {0:?} (see [web] hosts in docs/web.md)")]
     BadHost(String),
     /// Pairing or unpairing failed; the code is the pairing error's own (`code_used`,
@@ -194,16 +195,16 @@ pub fn routes() -> Router<AppState> {
 
 /// The loopback control API on a listener bound to `listen`: [`routes`] behind the bearer
 /// token, and everything (the fallback too) behind the `Host` allowlist
-/// ([`crate::web::hosts::HostPolicy::api`]: loopback names with the listener's port), checked
+/// ([`crate::api::hosts::HostPolicy::api`]: loopback names with the listener's port), checked
 /// first so a rebinding page learns nothing, not even whether its token guess was wrong.
 pub fn router(state: AppState, listen: std::net::SocketAddr) -> Router {
-    let hosts = Arc::new(crate::web::hosts::HostPolicy::api(listen));
+    let hosts = Arc::new(crate::api::hosts::HostPolicy::api(listen));
     routes()
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(
             hosts,
-            crate::web::hosts::require_host,
+            crate::api::hosts::require_host,
         ))
         .with_state(state)
 }

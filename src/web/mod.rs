@@ -27,7 +27,6 @@
 //! The listener's address is written to `{data_dir}/web.addr` (tests bind port 0 and read it).
 
 pub mod auth;
-pub mod hosts;
 pub mod live;
 
 use std::net::{IpAddr, SocketAddr};
@@ -46,11 +45,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{error, info, warn, Instrument};
 
+use crate::api::hosts::{self, HostPolicy};
 use crate::api::AppState;
 use crate::protocol::units::Dur;
 use crate::shutdown::Shutdown;
 use auth::{AuthError, Credentials, LoginLimiter, Sessions, SetupState};
-use hosts::HostPolicy;
 
 /// Most login or setup attempts waiting for the hash at once; more answer 429 at once.
 const MAX_HASH_QUEUE: usize = 4;

@@ -28,7 +28,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::debug;
 
-use crate::api::ApiError;
+use super::ApiError;
 
 /// The name the appliance announces with avahi.
 pub const MDNS_NAME: &str = "porchlight.local";
