@@ -158,6 +158,14 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
             "Deleted clip pieces no queued message needs"
         );
     }
+    // Descriptors: the soft limit raised to the hard one, the listeners' budgets sized so the
+    // store, cameras (at least 16 counted) and the city link keep theirs.
+    let nofile = crate::api::listen::raise_nofile_limit();
+    let listeners = Arc::new(crate::api::listen::Listeners::new(
+        nofile,
+        cameras.snapshot().len().max(16),
+    ));
+    info!(nofile, budgets = ?listeners.budgets, "Connection budgets");
     let state = Arc::new(crate::api::ApiState {
         store: store.clone(),
         cameras: cameras.clone(),
@@ -166,6 +174,7 @@ pub async fn run(cfg: Validated) -> anyhow::Result<()> {
         api_token: token,
         link: link.clone(),
         sharing: sharing.clone(),
+        listeners: listeners.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)

@@ -9,6 +9,7 @@
 
 pub mod cameras;
 pub mod hosts;
+pub mod listen;
 pub mod pairing;
 pub mod sharing;
 
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub link: Arc<crate::pairing::link::CityLink>,
     /// Consent, requests, grants and the audit log.
     pub sharing: Arc<Sharing>,
+    /// The listeners' connection budgets and counters.
+    pub listeners: Arc<listen::Listeners>,
 }
 
 impl ApiState {
@@ -216,9 +219,17 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
-    axum::serve(listener, router(state, listen))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    let budget = state.listeners.budgets.api;
+    let stats = state.listeners.api.clone();
+    listen::serve(
+        "api",
+        listener,
+        router(state, listen),
+        budget,
+        stats,
+        shutdown,
+    )
+    .await
 }
 
 async fn require_token(
@@ -254,6 +265,9 @@ pub struct StatusResponse {
     pub cameras: Vec<CameraSummary>,
     /// Store use.
     pub storage: Usage,
+    /// The listeners' connection budgets, and what they shed.
+    #[serde(default)]
+    pub listeners: listen::ListenersReport,
 }
 
 /// A camera in the status summary.
@@ -297,6 +311,7 @@ async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, A
             .to_owned(),
         cameras,
         storage: usage,
+        listeners: state.listeners.report(),
     }))
 }
 

@@ -74,5 +74,17 @@ pub fn run(config: Option<&Path>, args: Args) -> anyhow::Result<ExitCode> {
         "written:    {} today (flash wear)",
         ByteSize(u.written_today_bytes)
     );
+    let l = &s.listeners;
+    for (name, r) in [("web UI", &l.web), ("API", &l.api)] {
+        let shed = if r.shed > 0 || r.out_of_descriptors > 0 {
+            format!(
+                ", {} shed (budget full), {} refused (out of descriptors)",
+                r.shed, r.out_of_descriptors
+            )
+        } else {
+            String::new()
+        };
+        println!("{name:<11} {} of {} connections{shed}", r.open, r.total);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -350,7 +350,17 @@ impl Uplink {
         let mut draining: Option<Instant> = None;
         let mut offline_pkid: Option<u16> = None;
         let mut offline_acked = false;
+        // Acknowledgements the client's request queue had no room for: retried every turn.
+        // A lost PUBACK would hold the broker's in-flight window for the rest of the
+        // connection, and with 20 of them nothing more would be delivered.
+        let mut unacked: std::collections::VecDeque<rumqttc::Publish> = Default::default();
         loop {
+            while let Some(p) = unacked.front() {
+                if client.try_ack(p).is_err() {
+                    break;
+                }
+                unacked.pop_front();
+            }
             self.fill_window(client)?;
             if draining.is_some()
                 && offline_acked
@@ -422,12 +432,16 @@ impl Uplink {
                         Event::Incoming(Packet::Publish(p)) if p.topic == cert_topic => {
                             // Not durable: a lost answer means the renewal is asked again.
                             let _ = self.shared.renewals.send(p.payload.to_vec());
-                            let _ = client.try_ack(&p);
+                            if client.try_ack(&p).is_err() {
+                                unacked.push_back(p);
+                            }
                         }
                         Event::Incoming(Packet::Publish(p)) => {
                             if p.topic != request_topic {
                                 warn!(topic = %p.topic, "Message on an unexpected topic ignored");
-                                let _ = client.try_ack(&p);
+                                if client.try_ack(&p).is_err() {
+                                    unacked.push_back(p);
+                                }
                                 continue;
                             }
                             // Larger than any valid request: acknowledged and dropped before
@@ -438,14 +452,18 @@ impl Uplink {
                                     .oversized
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 debug!(bytes = p.payload.len(), "Oversized request dropped");
-                                let _ = client.try_ack(&p);
+                                if client.try_ack(&p).is_err() {
+                                    unacked.push_back(p);
+                                }
                                 continue;
                             }
                             match self.shared.inbox.put(&p.payload) {
                                 Ok(key) => {
                                     debug!(key, bytes = p.payload.len(), "Request received");
-                                    if let Err(e) = client.try_ack(&p) {
-                                        warn!(error = %e, "Cannot acknowledge a request; the broker will send it again");
+                                    // Stored: acknowledged now or, if the client is busy, on
+                                    // a later turn of this loop.
+                                    if client.try_ack(&p).is_err() {
+                                        unacked.push_back(p);
                                     }
                                 }
                                 // Not acknowledged: the broker redelivers it on the next connection.

@@ -207,15 +207,12 @@ pub async fn spawn(
         previews: Arc::default(),
         shutdown: shutdown.clone(),
     });
+    let budget = state.listeners.budgets.web;
+    let stats = state.listeners.web.clone();
     let app = router(web, state);
     Some(tokio::spawn(
         async move {
-            let r = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
+            let r = crate::api::listen::serve("web", listener, app, budget, stats, shutdown).await;
             if let Err(e) = r {
                 error!(error = %e, "Web UI stopped");
             }
