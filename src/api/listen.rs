@@ -483,7 +483,10 @@ mod tests {
         let _s3 = a.try_admit(y).unwrap();
         assert!(a.try_admit(y).is_none(), "total cap");
         drop(s1);
-        assert!(a.try_admit(y).is_some(), "a freed slot is reusable");
+        let s4 = a.try_admit(y);
+        assert!(s4.is_some(), "a freed slot is reusable");
         assert_eq!(stats.open.load(Ordering::Relaxed), 3);
+        drop(s4);
+        assert_eq!(stats.open.load(Ordering::Relaxed), 2);
     }
 }
