@@ -115,7 +115,7 @@ pub enum StoreError {
     /// The filesystem is full (`ENOSPC` or `EDQUOT`) although the quota was not reached: the
     /// quota is larger than the disk, or something else filled it. The temp file was removed and
     /// the store stays usable. The segment (if the failed write was one) is handed back.
-    #[error("camera {camera}: disk full writing {path}")]
+    #[error("camera {camera}: disk full writing {path}: {source}")]
     DiskFull {
         /// Camera being written.
         camera: String,
@@ -166,7 +166,7 @@ pub enum StoreError {
     },
 
     /// A filesystem operation failed.
-    #[error("{op} {path}")]
+    #[error("cannot {op} {path}: {source}")]
     Io {
         /// What was being done ("create", "fsync", "rename", …).
         op: &'static str,
