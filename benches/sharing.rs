@@ -15,8 +15,6 @@ use porchlight_testkit as support;
 
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::pkcs8::EncodePublicKey;
-use ed25519_dalek::SigningKey;
 use porchlight::protocol::framing::{self, Kind};
 use porchlight::protocol::request::{sign_request, Claims, RequestKind};
 use porchlight_center::connection::Connection;
@@ -75,15 +73,7 @@ fn main() {
         .start();
     let broker = Broker::start();
     let gw = broker.identity("gw-1");
-    let key = SigningKey::from_bytes(&[3u8; 32]);
-    let pub_pem = broker.path().join("request.pub.pem");
-    std::fs::write(
-        &pub_pem,
-        key.verifying_key()
-            .to_public_key_pem(Default::default())
-            .unwrap(),
-    )
-    .unwrap();
+    let (key, pub_pem) = support::requests::request_key(&broker.path(), "request.pub.pem", 3);
     let body = format!(
         "{FAST_INGEST}[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\ncenter_request_key_file = {:?}\n{}",
         broker.url(),

@@ -389,7 +389,7 @@ fn renewal_switches_certificates_without_losing_queued_messages() {
 fn a_renewal_answer_with_a_rogue_ca_and_request_key_changes_nothing() {
     use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
     use porchlight::protocol::pairing::{CsrMessage, PairResult};
-    use porchlight::protocol::request::{sign_request, Claims, RequestKind};
+    use porchlight::protocol::request::sign_request;
 
     let broker = Broker::start_city(CityOptions::default());
     let code = issue_codes(&broker, 1, &[]).remove(0);
@@ -508,22 +508,7 @@ fn a_renewal_answer_with_a_rogue_ca_and_request_key_changes_nothing() {
     )
     .expect("the city's request key");
     let now = jiff::Timestamp::now().as_second();
-    let claims = |jti: &str| Claims {
-        jti: jti.into(),
-        iat: now,
-        exp: now + 300,
-        gw: gw.clone(),
-        kind: RequestKind::Live,
-        camera: "nocam".into(),
-        from: None,
-        to: None,
-        duration_s: Some(10),
-        target: None,
-        reason: Some("test".into()),
-        case: None,
-        requester: Some("officer".into()),
-        emergency: false,
-    };
+    let claims = |jti: &str| support::requests::live_claims(jti, &gw, "nocam", now);
     for (jti, key) in [("rogue-1", &rogue_request), ("city-1", &city_request)] {
         let out = broker.publish(
             Some(&broker.center),

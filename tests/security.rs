@@ -100,23 +100,14 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// chain that verifies. A genuine request right after still gets its own entries.
 #[test]
 fn a_flood_of_the_request_topic_cannot_fill_the_disk() {
-    use ed25519_dalek::pkcs8::EncodePublicKey;
-    use porchlight::protocol::request::{sign_request, Claims, RequestKind};
+    use porchlight::protocol::request::sign_request;
     use porchlight_center::connection::Connection;
     use porchlight_center::settings::Settings;
     use support::mosquitto::Broker;
 
     let broker = Broker::start();
     let gw = broker.identity("gw-1");
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-    let pub_pem = broker.path().join("request-key.pub.pem");
-    std::fs::write(
-        &pub_pem,
-        key.verifying_key()
-            .to_public_key_pem(Default::default())
-            .unwrap(),
-    )
-    .unwrap();
+    let (key, pub_pem) = support::requests::request_key(&broker.path(), "request-key.pub.pem", 7);
     let d = Daemon::start(&format!(
         "[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
          center_request_key_file = {:?}\nheartbeat_interval = \"1s\"\n\
@@ -163,22 +154,7 @@ fn a_flood_of_the_request_topic_cannot_fill_the_disk() {
         }
         // A genuine request after the flood.
         let now = jiff::Timestamp::now().as_second();
-        let claims = Claims {
-            jti: "genuine-1".into(),
-            iat: now,
-            exp: now + 300,
-            gw: "gw-1".into(),
-            kind: RequestKind::Live,
-            camera: "nocam".into(),
-            from: None,
-            to: None,
-            duration_s: Some(10),
-            target: None,
-            reason: Some("test".into()),
-            case: None,
-            requester: Some("officer".into()),
-            emergency: false,
-        };
+        let claims = support::requests::live_claims("genuine-1", "gw-1", "nocam", now);
         conn.publish(topic, sign_request(&claims, &key).into_bytes())
             .await
             .unwrap();

@@ -7,7 +7,6 @@ use porchlight_testkit as support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::SigningKey;
 use porchlight::protocol::framing::{self, Kind};
 use porchlight::protocol::request::{sign_request, Claims, RequestKind};
@@ -44,15 +43,7 @@ fn rig_full(uplink_extra: &str, extra: &str) -> Rig {
         .start();
     let broker = Broker::start();
     let gw = broker.identity(GW);
-    let key = SigningKey::from_bytes(&[7u8; 32]);
-    let pub_pem = broker.path().join("request-key.pub.pem");
-    std::fs::write(
-        &pub_pem,
-        key.verifying_key()
-            .to_public_key_pem(Default::default())
-            .unwrap(),
-    )
-    .unwrap();
+    let (key, pub_pem) = support::requests::request_key(&broker.path(), "request-key.pub.pem", 7);
     let body = format!(
         "{FAST_INGEST}[uplink]\nbroker = \"{}\"\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\ncenter_request_key_file = {:?}\nheartbeat_interval = \"1s\"\nbackoff_initial = \"200ms\"\nbackoff_max = \"1s\"\ndrain_timeout = \"2s\"\n{uplink_extra}{}",
         broker.url(),

@@ -13,6 +13,7 @@ pub mod center;
 pub mod ffprobe;
 pub mod mosquitto;
 pub mod pki;
+pub mod requests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
