@@ -24,7 +24,7 @@
 //! 3. Clips: a window longer than `max_clip_window_s` is **denied** `window_too_long`, not
 //!    clamped: cutting the window would hand the center a clip it did not ask for, and which
 //!    end to cut is a guess. The center can ask again for a narrower window. Live durations,
-//!    by contrast, are clamped: `until = now + min(asked, max_live_s)` (DESIGN.md).
+//!    by contrast, are clamped: `until = now + min(asked, max_live_s)` (docs/design.md).
 //! 4. Hours (not for emergencies: an emergency is by nature unscheduled, and a resident who
 //!    wants none sets the emergency mode to `never`). Hours limit the *video*, not the time of
 //!    the request: a live request outside the hours is denied `outside_hours`, and a live grant

@@ -65,7 +65,7 @@ enum Expect {
     Denied(DenyReason),
 }
 
-/// The consent model of DESIGN.md, written out independently of the engine.
+/// The consent model of docs/design.md, written out independently of the engine.
 fn expected(
     mode: Mode,
     emergency_mode: Mode,

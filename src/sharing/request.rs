@@ -9,7 +9,7 @@
 //! after the token (a newline from `mosquitto_pub -f`) is ignored.
 //!
 //! The header is a JSON object whose `alg` must be `EdDSA`; other header fields are ignored
-//! (DESIGN.md), `crit` included. The signature (64 bytes) is checked with
+//! (docs/design.md), `crit` included. The signature (64 bytes) is checked with
 //! `verify_strict` (no small-order keys, no malleable `s`) over the ASCII bytes
 //! `header "." payload`, before the payload is decoded.
 //!
@@ -25,7 +25,7 @@
 //! | `camera` | all | a known camera id |
 //! | `duration_s` | live only | integer >= 1 (the consent engine clamps it) |
 //! | `from`, `to` | clip only | integers, UTC seconds, `0 <= from < to` <= year 9999 |
-//! | `target` | cancel only | the `jti` of the request to cancel (an addition to DESIGN.md's list: a cancel must name what it ends, and its own `jti` must be fresh) |
+//! | `target` | cancel only | the `jti` of the request to cancel (an addition to docs/design.md's list: a cancel must name what it ends, and its own `jti` must be fresh) |
 //! | `reason`, `requester` | live, clip: required; cancel: optional | non-empty, at most 512 / 128 bytes, no control characters |
 //! | `case` | optional | at most 128 bytes, no control characters |
 //! | `emergency` | optional | bool, default false |
