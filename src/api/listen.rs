@@ -92,7 +92,7 @@ impl Budgets {
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (the appliance's unit sets the hard limit
-/// with `LimitNOFILE`); returns the soft limit in force afterwards.
+/// with `LimitNOFILE`), at most 65,536; returns the soft limit in force afterwards.
 pub fn raise_nofile_limit() -> u64 {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
@@ -103,17 +103,22 @@ pub fn raise_nofile_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
             return 1024;
         }
-        if rl.rlim_cur < rl.rlim_max {
+        // An unlimited hard limit cannot be the soft one for descriptors (the kernel's
+        // nr_open caps it): ask for plenty instead.
+        let target = rl.rlim_max.min(65_536);
+        if rl.rlim_cur < target {
             let want = libc::rlimit {
-                rlim_cur: rl.rlim_max,
+                rlim_cur: target,
                 rlim_max: rl.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                rl.rlim_cur = rl.rlim_max;
+                rl.rlim_cur = target;
             }
         }
     }
-    rl.rlim_cur
+    // rlim_t is 32 bits on armv7, 64 on aarch64 and x86_64.
+    #[allow(clippy::useless_conversion)]
+    u64::from(rl.rlim_cur)
 }
 
 /// Both listeners' budgets and counters, shared with the status route.
