@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::cameras::CameraSet;
 use crate::ingest::health::CameraState;
 use crate::protocol::messages::{
-    AuditAnchor, CameraReport, EventKind, HealthReport, SharingModes, StorageReport,
+    AuditAnchor, CameraReport, EventKind, HealthReport, SharingMode, SharingModes, StorageReport,
 };
 use crate::sharing::Sharing;
 use crate::shutdown::Shutdown;
@@ -61,7 +61,7 @@ impl HealthSource for BoxHealth {
                     let s = c.health.snapshot();
                     CameraReport {
                         id: s.id,
-                        state: s.state.as_str().to_owned(),
+                        state: s.state,
                         codec: s.codec,
                         width: s.width,
                         height: s.height,
@@ -72,8 +72,8 @@ impl HealthSource for BoxHealth {
                         sharing: rules
                             .get(&c.spec.id)
                             .map(|r| SharingModes {
-                                live: r.live.as_str().to_owned(),
-                                clips: r.clips.as_str().to_owned(),
+                                live: wire_mode(r.live),
+                                clips: wire_mode(r.clips),
                             })
                             .unwrap_or_default(),
                     }
@@ -95,6 +95,15 @@ impl HealthSource for BoxHealth {
                 .unwrap_or_default(),
             grants_active: sharing.map_or(0, |s| s.grants_active()),
         }
+    }
+}
+
+/// The consent engine's mode as the heartbeat says it.
+fn wire_mode(m: crate::consent::Mode) -> SharingMode {
+    match m {
+        crate::consent::Mode::Never => SharingMode::Never,
+        crate::consent::Mode::Ask => SharingMode::Ask,
+        crate::consent::Mode::Always => SharingMode::Always,
     }
 }
 
@@ -134,7 +143,7 @@ impl EventWatcher {
                 } else {
                     EventKind::CameraDown {
                         camera: id.clone(),
-                        state: state.as_str().to_owned(),
+                        state: *state,
                     }
                 });
             }
@@ -223,10 +232,10 @@ mod tests {
         EventKind::CameraUp { camera: c.into() }
     }
 
-    fn down(c: &str, state: &str) -> EventKind {
+    fn down(c: &str, state: CameraState) -> EventKind {
         EventKind::CameraDown {
             camera: c.into(),
-            state: state.into(),
+            state,
         }
     }
 
@@ -259,7 +268,7 @@ mod tests {
             (
                 "fails: down with its state word",
                 snap(&[("a", Failed)], 10, 1000),
-                vec![down("a", "failed")],
+                vec![down("a", Failed)],
             ),
             (
                 "retrying: nothing more",
@@ -319,7 +328,7 @@ mod tests {
             (
                 "shutdown: stopped is down",
                 snap(&[("a", Stopped)], 990, 1000),
-                vec![down("a", "stopped")],
+                vec![down("a", Stopped)],
             ),
         ];
         let mut w = EventWatcher::default();

@@ -7,39 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Where a camera's worker is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CameraState {
-    /// Opening the RTSP session.
-    Connecting,
-    /// Frames are arriving.
-    Streaming,
-    /// The last attempt failed; waiting to retry (see `last_error`).
-    Failed,
-    /// The daemon is shutting down.
-    Stopped,
-}
-
-impl CameraState {
-    /// The state word (`connecting`, `streaming`, `failed`, `stopped`), as serialized.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CameraState::Connecting => "connecting",
-            CameraState::Streaming => "streaming",
-            CameraState::Failed => "failed",
-            CameraState::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for CameraState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+pub use crate::protocol::messages::CameraState;
 
 /// A snapshot of one camera's health.
 #[derive(Clone, Debug, Serialize)]

@@ -150,7 +150,7 @@ fn tls(ca: &Path, id: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
 fn heartbeat(seq: u64) -> Vec<u8> {
     let cam = |id: &str, live: &str| CameraReport {
         id: id.into(),
-        state: "streaming".into(),
+        state: CameraState::Streaming,
         codec: Some("h264".into()),
         width: Some(1920),
         height: Some(1080),
@@ -158,8 +158,8 @@ fn heartbeat(seq: u64) -> Vec<u8> {
         bitrate_bps: Some(2_048_000),
         last_frame_ts: Some(jiff::Timestamp::now().as_millisecond()),
         sharing: SharingModes {
-            live: live.into(),
-            clips: "ask".into(),
+            live: live.parse().unwrap(),
+            clips: SharingMode::Ask,
         },
     };
     let h = Heartbeat::new(

@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use porchlight_protocol::messages::{Heartbeat, Status};
+use porchlight_protocol::messages::{CameraState, Heartbeat, SharingMode, Status};
 use porchlight_protocol::topics::{self, Leaf, Parsed};
 use porchlight_protocol::units::Dur;
 
@@ -171,12 +171,12 @@ impl Fleet {
 pub struct CameraRow {
     /// Camera id.
     pub id: String,
-    /// `streaming`, `connecting`, `failed`, `stopped`.
-    pub state: String,
-    /// Live mode (`never`, `ask`, `always`).
-    pub live: String,
+    /// Where its worker is.
+    pub state: CameraState,
+    /// Live mode.
+    pub live: SharingMode,
     /// Clips mode.
-    pub clips: String,
+    pub clips: SharingMode,
 }
 
 /// One box as printed.
@@ -240,9 +240,9 @@ impl Row {
                         .iter()
                         .map(|c| CameraRow {
                             id: c.id.clone(),
-                            state: c.state.clone(),
-                            live: c.sharing.live.clone(),
-                            clips: c.sharing.clips.clone(),
+                            state: c.state,
+                            live: c.sharing.live,
+                            clips: c.sharing.clips,
                         })
                         .collect()
                 })
@@ -504,8 +504,8 @@ mod tests {
         assert_eq!(rows.len(), 3);
         let a = &rows[0];
         assert_eq!(a.online, Some(true));
-        assert_eq!(a.cameras[0].live, "ask");
-        assert_eq!(a.cameras[0].clips, "always");
+        assert_eq!(a.cameras[0].live, SharingMode::Ask);
+        assert_eq!(a.cameras[0].clips, SharingMode::Always);
         assert_eq!((a.outbox_messages, a.audit_seq), (Some(3), Some(7)));
         assert_eq!(a.heartbeat_age_s, Some(2.0));
         assert_eq!(rows[1].online, None);

@@ -36,7 +36,7 @@ use super::geo::{Circle, LatLon, Radius};
 use super::settings::Settings;
 use super::{check_gw, exit, CenterError};
 use porchlight_protocol::ids::valid_jti;
-use porchlight_protocol::messages::{Reply, ReplyStatus};
+use porchlight_protocol::messages::{Reply, ReplyStatus, SharingMode};
 use porchlight_protocol::request::{sign_request, Claims, RequestKind};
 use porchlight_protocol::topics::{self, Leaf, Topics};
 use porchlight_protocol::units::Dur;
@@ -420,10 +420,10 @@ pub fn plan(
         };
         for cam in &hb.cameras {
             let mode = match kind {
-                RequestKind::Clip => &cam.sharing.clips,
-                _ => &cam.sharing.live,
+                RequestKind::Clip => cam.sharing.clips,
+                _ => cam.sharing.live,
             };
-            if mode == "never" {
+            if mode == SharingMode::Never {
                 skipped.push(format!("{gw} {}: the resident's rule is never", cam.id));
             } else {
                 ask.push((gw.clone(), cam.id.clone()));

@@ -651,7 +651,7 @@ fn heartbeat(camera: &str, live: &str, clips: &str) -> String {
             paused: false,
             cameras: vec![CameraReport {
                 id: camera.into(),
-                state: "streaming".into(),
+                state: CameraState::Streaming,
                 codec: Some("h264".into()),
                 width: Some(1920),
                 height: Some(1080),
@@ -659,8 +659,8 @@ fn heartbeat(camera: &str, live: &str, clips: &str) -> String {
                 bitrate_bps: Some(2_000_000),
                 last_frame_ts: None,
                 sharing: SharingModes {
-                    live: live.into(),
-                    clips: clips.into(),
+                    live: live.parse().unwrap(),
+                    clips: clips.parse().unwrap(),
                 },
             }],
             storage: StorageReport {

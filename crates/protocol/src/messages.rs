@@ -64,23 +64,87 @@ impl Status {
     }
 }
 
-/// Sharing modes of one camera (`never` / `ask` / `always`): modes only, no limits.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SharingModes {
-    /// Live video.
-    pub live: String,
-    /// Clips.
-    pub clips: String,
+/// Where a camera's worker is, as heartbeats and events say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    /// Opening the RTSP session.
+    Connecting,
+    /// Frames are arriving.
+    Streaming,
+    /// The last attempt failed; waiting to retry.
+    Failed,
+    /// The daemon is shutting down.
+    Stopped,
+    /// A word this version does not know (a newer box): shown, never guessed at.
+    #[serde(other)]
+    Unknown,
 }
 
-impl Default for SharingModes {
-    /// Deny by default: until the consent engine exists nothing is shared.
-    fn default() -> Self {
-        SharingModes {
-            live: "never".into(),
-            clips: "never".into(),
+/// A camera's sharing mode for one kind of request, as heartbeats say it: deny by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharingMode {
+    /// Denied without asking.
+    #[default]
+    Never,
+    /// Waits for the resident.
+    Ask,
+    /// Granted within the resident's limits.
+    Always,
+    /// A word this version does not know (a newer box).
+    #[serde(other)]
+    Unknown,
+}
+
+macro_rules! words {
+    ($t:ty { $($v:ident => $w:literal),* $(,)? }) => {
+        impl $t {
+            /// The word, as serialized.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $w),* }
+            }
         }
-    }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            /// The known words only (not `unknown`).
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($w if $w != "unknown" => Ok(<$t>::$v),)*
+                    other => Err(format!("unknown word {other:?}")),
+                }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
+}
+
+words!(CameraState {
+    Connecting => "connecting",
+    Streaming => "streaming",
+    Failed => "failed",
+    Stopped => "stopped",
+    Unknown => "unknown",
+});
+
+words!(SharingMode {
+    Never => "never",
+    Ask => "ask",
+    Always => "always",
+    Unknown => "unknown",
+});
+
+/// Sharing modes of one camera: modes only, never limits, hours or schedules.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SharingModes {
+    /// Live video.
+    pub live: SharingMode,
+    /// Clips.
+    pub clips: SharingMode,
 }
 
 /// One camera in a heartbeat.
@@ -88,8 +152,8 @@ impl Default for SharingModes {
 pub struct CameraReport {
     /// Camera id.
     pub id: String,
-    /// `connecting`, `streaming`, `failed`, `stopped`.
-    pub state: String,
+    /// Where its worker is.
+    pub state: CameraState,
     /// `h264`, `h265`, or null.
     pub codec: Option<String>,
     /// Pixels.
@@ -214,8 +278,8 @@ pub enum EventKind {
     CameraDown {
         /// Camera id.
         camera: String,
-        /// `connecting`, `failed`, `stopped`.
-        state: String,
+        /// Its state now (not `streaming`).
+        state: CameraState,
     },
     /// The video store reached its quota: the oldest video is now being evicted.
     StorageFull {
@@ -351,6 +415,30 @@ mod tests {
     }
 
     #[test]
+    fn state_and_mode_words_round_trip_and_unknown_words_do_not_break_a_heartbeat() {
+        for s in [
+            CameraState::Connecting,
+            CameraState::Streaming,
+            CameraState::Failed,
+            CameraState::Stopped,
+        ] {
+            let j = serde_json::to_value(s).unwrap();
+            assert_eq!(j, s.as_str());
+            assert_eq!(serde_json::from_value::<CameraState>(j).unwrap(), s);
+        }
+        assert_eq!(
+            serde_json::from_str::<CameraState>("\"rebooting\"").unwrap(),
+            CameraState::Unknown
+        );
+        assert_eq!(
+            serde_json::from_str::<SharingMode>("\"sometimes\"").unwrap(),
+            SharingMode::Unknown
+        );
+        assert_eq!(SharingModes::default().live, SharingMode::Never);
+        assert_eq!(format!("{:<8}|", SharingMode::Ask), "ask     |");
+    }
+
+    #[test]
     fn will_is_just_online_false() {
         assert_eq!(Status::will().to_json(), br#"{"online":false}"#);
         let on: serde_json::Value =
@@ -367,7 +455,7 @@ mod tests {
             ts: 10,
             kind: EventKind::CameraDown {
                 camera: "c".into(),
-                state: "failed".into(),
+                state: CameraState::Failed,
             },
         };
         let v = serde_json::to_value(&e).unwrap();
