@@ -302,6 +302,10 @@ fn text(
     }
 }
 
+/// A token whose signature verified with the center's key; its claims are not checked yet.
+#[derive(Debug)]
+pub struct Authentic<'t>(Compact<'t>);
+
 /// Verifies requests for one gateway with the center's key.
 #[derive(Clone, Debug)]
 pub struct RequestVerifier {
@@ -345,14 +349,16 @@ impl RequestVerifier {
         self
     }
 
-    /// Whether `token` is a JWS signed by the center's key (size, format and signature only;
-    /// no claim is read). Cheap: what runs before anything about a request is written down.
-    pub fn authentic(&self, token: &[u8]) -> Result<(), RequestError> {
+    /// `token` as a JWS signed by the center's key (size, format and signature only; no claim
+    /// is read yet): what runs before anything about a request is written down. The claims
+    /// are then checked once, with [`RequestVerifier::accept_authentic`].
+    pub fn authentic<'t>(&self, token: &'t [u8]) -> Result<Authentic<'t>, RequestError> {
         let c = parse_compact(token, self.options.max_bytes)?;
         let sig = Signature::from_bytes(&c.signature);
         self.key
             .verify_strict(c.signing_input, &sig)
-            .map_err(|_| RequestError::BadSignature)
+            .map_err(|_| RequestError::BadSignature)?;
+        Ok(Authentic(c))
     }
 
     /// Every check, replay included: what the uplink calls for each request. `now_s` is UTC
@@ -364,7 +370,19 @@ impl RequestVerifier {
         is_known_camera: impl Fn(&str) -> bool,
         replay: &ReplayGuard,
     ) -> Result<ValidRequest, RequestError> {
-        let req = self.verify(token, now_s, is_known_camera)?;
+        self.accept_authentic(&self.authentic(token)?, now_s, is_known_camera, replay)
+    }
+
+    /// [`RequestVerifier::accept`] for a token whose signature [`RequestVerifier::authentic`]
+    /// has checked already: the claims, then replay.
+    pub fn accept_authentic(
+        &self,
+        token: &Authentic<'_>,
+        now_s: i64,
+        is_known_camera: impl Fn(&str) -> bool,
+        replay: &ReplayGuard,
+    ) -> Result<ValidRequest, RequestError> {
+        let req = self.claims(token, now_s, is_known_camera)?;
         replay.check_and_record(&req.jti, req.exp)?;
         Ok(req)
     }
@@ -376,12 +394,18 @@ impl RequestVerifier {
         now_s: i64,
         is_known_camera: impl Fn(&str) -> bool,
     ) -> Result<ValidRequest, RequestError> {
+        self.claims(&self.authentic(token)?, now_s, is_known_camera)
+    }
+
+    /// The checks of the claims of an authentic token, in the documented order.
+    fn claims(
+        &self,
+        token: &Authentic<'_>,
+        now_s: i64,
+        is_known_camera: impl Fn(&str) -> bool,
+    ) -> Result<ValidRequest, RequestError> {
         use RequestError::Malformed;
-        let c = parse_compact(token, self.options.max_bytes)?;
-        let sig = Signature::from_bytes(&c.signature);
-        self.key
-            .verify_strict(c.signing_input, &sig)
-            .map_err(|_| RequestError::BadSignature)?;
+        let c = &token.0;
         let raw: RawClaims =
             serde_json::from_slice(&c.payload).map_err(|_| Malformed("claims json"))?;
 

@@ -412,16 +412,17 @@ impl Sharing {
         };
         // Nothing is written for a request that is not the center's (a flood of junk on the
         // request topic must not fill the disk): it is counted into the next summary.
-        if let Err(e) = verifier.authentic(payload) {
-            return self.reject_unverified(&peek, &e.reason(), now);
-        }
+        let token = match verifier.authentic(payload) {
+            Ok(t) => t,
+            Err(e) => return self.reject_unverified(&peek, &e.reason(), now),
+        };
         self.record(
             NewEntry::new(now, AuditKind::RequestReceived, Actor::Center)
                 .request(&peek)
                 .detail(json!({"bytes": payload.len()})),
         )?;
-        let valid = match verifier.accept(
-            payload,
+        let valid = match verifier.accept_authentic(
+            &token,
             now / 1000,
             |c| self.cameras.contains(c),
             &self.replay,
